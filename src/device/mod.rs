@@ -1,0 +1,3 @@
+//! Where kernels run: NVRTC and the CUDA driver, or the host shim on the CPU.
+
+pub mod cache;

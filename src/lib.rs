@@ -1,0 +1,14 @@
+//! netc: a kernel compiler and JIT for neural-network layer graphs.
+//!
+//! The pipeline, one folder per stage, data flowing one way:
+//! `syntax` (lexer, parser, AST) → `check` (names, blocks, shapes; builds the
+//! IR) → `ir` (the typed graph) → `autodiff` (backward graph) → `passes`
+//! (fusion, planning) → `codegen` (kernel IR, CUDA C) → `device` (NVRTC and
+//! CUDA, or the host shim) → `exec` → `train`, `data`, `cli`.
+//! Primitive ops live in `ops`, each with its shape rule, reference
+//! evaluation, backward rule and lowering in one file.
+
+pub mod device;
+pub mod diag;
+pub mod syntax;
+pub mod tensor;

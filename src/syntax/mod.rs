@@ -1,0 +1,3 @@
+//! Lexer, grammar and syntax tree of `.net` files.
+
+pub mod ast;
