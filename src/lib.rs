@@ -12,3 +12,8 @@ pub mod device;
 pub mod diag;
 pub mod syntax;
 pub mod tensor;
+pub mod autodiff;
+pub mod ir;
+pub mod ops;
+pub mod reference;
+pub mod rng;

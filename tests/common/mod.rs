@@ -1,0 +1,51 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+pub mod gradcheck;
+
+use netc::ir::{Dim, Graph, NodeId, Origin, TensorType};
+use netc::ops::{Init, Param};
+use netc::reference::RefTensor;
+use netc::rng::Rng;
+use netc::tensor::DType;
+use std::collections::HashMap;
+
+/// A graph under construction with random values for its leaves.
+pub struct Case {
+    pub graph: Graph,
+    pub values: HashMap<String, RefTensor<f64>>,
+    /// Leaves whose gradients are checked.
+    pub diff: Vec<NodeId>,
+    pub rng: Rng,
+}
+
+impl Case {
+    pub fn new(seed: u64) -> Case {
+        Case { graph: Graph::new("case"), values: HashMap::new(), diff: Vec::new(), rng: Rng::new(seed) }
+    }
+
+    /// A differentiable f32 leaf filled with values in [-1, 1).
+    pub fn leaf(&mut self, shape: &[usize]) -> NodeId {
+        let id = self.leaf_with(shape, |r| r.range(-1.0, 1.0));
+        self.diff.push(id);
+        id
+    }
+
+    /// A leaf with values from `f`, not differentiated.
+    pub fn leaf_with(&mut self, shape: &[usize], mut f: impl FnMut(&mut Rng) -> f64) -> NodeId {
+        let name = format!("p{}", self.values.len());
+        let ty = TensorType::new(DType::F32, shape.iter().map(|&d| Dim::from(d)).collect());
+        let param = Param { name: name.clone(), ty: ty.clone(), init: Init::Const(0.0), trainable: true };
+        let id = self.graph.add_typed(param.into(), &[], ty, Origin::named(name.clone()));
+        let n = shape.iter().product();
+        let data = (0..n).map(|_| f(&mut self.rng)).collect();
+        self.values.insert(name, RefTensor { shape: shape.to_vec(), data });
+        id
+    }
+
+    pub fn add(&mut self, op: impl Into<netc::ops::Op>, operands: &[NodeId]) -> NodeId {
+        let op = op.into();
+        let label = op.to_string();
+        self.graph.add(op, operands, Origin::named(label)).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
