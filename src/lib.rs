@@ -17,3 +17,5 @@ pub mod ir;
 pub mod ops;
 pub mod reference;
 pub mod rng;
+pub mod codegen;
+pub mod passes;

@@ -1,8 +1,11 @@
 //! 2-D convolution (NCHW input, OIHW weight, PyTorch semantics: stride,
 //! zero padding, dilation, groups) and its two gradients.
 
-use super::{expect_arity, expect_float, no_backward, OpError, OpResult, Primitive};
+use super::{expect_arity, expect_float, no_backward, FusionRole, OpError, OpResult, Primitive};
 use crate::autodiff::AdCtx;
+use crate::codegen::ctx::{CodegenError, Coords, KernelCtx};
+use crate::codegen::gemm::{self, GemmOperands, GemmShape};
+use crate::codegen::kir::{f32c, int, load, select, KExpr};
 use crate::ir::{Dim, NodeId, TensorType};
 use crate::reference::{Real, RefTensor};
 use std::collections::HashMap;
@@ -130,6 +133,17 @@ impl Primitive for Conv2d {
     fn name(&self) -> &'static str {
         "conv2d"
     }
+    fn fusion_role(&self) -> FusionRole {
+        FusionRole::Anchor
+    }
+    fn lower(&self, k: &mut KernelCtx, node: NodeId) -> Result<(), CodegenError> {
+        let ops = k.graph.operands(node);
+        let d = ConvDims::new(&k.dims(ops[0]), &k.dims(ops[1]), &k.dims(node), self.geometry);
+        let plan = ConvGemm { d, geo: self.geometry, x: k.buffer(ops[0]), w: k.buffer(ops[1]), dy: String::new() };
+        let shape = GemmShape { batch: d.n * d.g, m: d.og, n: d.ho * d.wo, k: d.cg * d.kh * d.kw };
+        gemm::emit(k, node, shape, &Forward(&plan));
+        Ok(())
+    }
     fn attrs(&self) -> String {
         self.geometry.describe()
     }
@@ -174,6 +188,17 @@ impl Primitive for Conv2dGradInput {
     fn name(&self) -> &'static str {
         "conv2d_grad_input"
     }
+    fn fusion_role(&self) -> FusionRole {
+        FusionRole::Anchor
+    }
+    fn lower(&self, k: &mut KernelCtx, node: NodeId) -> Result<(), CodegenError> {
+        let ops = k.graph.operands(node);
+        let d = ConvDims::new(&k.dims(node), &k.dims(ops[1]), &k.dims(ops[0]), self.geometry);
+        let plan = ConvGemm { d, geo: self.geometry, x: String::new(), w: k.buffer(ops[1]), dy: k.buffer(ops[0]) };
+        let shape = GemmShape { batch: d.n * d.g, m: d.cg, n: d.h * d.w, k: d.og * d.kh * d.kw };
+        gemm::emit(k, node, shape, &GradInput(&plan));
+        Ok(())
+    }
     fn attrs(&self) -> String {
         self.geometry.describe()
     }
@@ -210,6 +235,17 @@ impl Primitive for Conv2dGradWeight {
     fn name(&self) -> &'static str {
         "conv2d_grad_weight"
     }
+    fn fusion_role(&self) -> FusionRole {
+        FusionRole::Anchor
+    }
+    fn lower(&self, k: &mut KernelCtx, node: NodeId) -> Result<(), CodegenError> {
+        let ops = k.graph.operands(node);
+        let d = ConvDims::new(&k.dims(ops[1]), &k.dims(node), &k.dims(ops[0]), self.geometry);
+        let plan = ConvGemm { d, geo: self.geometry, x: k.buffer(ops[1]), w: String::new(), dy: k.buffer(ops[0]) };
+        let shape = GemmShape { batch: d.g, m: d.og, n: d.cg * d.kh * d.kw, k: d.n * d.ho * d.wo };
+        gemm::emit(k, node, shape, &GradWeight(&plan));
+        Ok(())
+    }
     fn attrs(&self) -> String {
         self.geometry.describe()
     }
@@ -230,5 +266,192 @@ impl Primitive for Conv2dGradWeight {
     }
     fn backward(&self, _: &mut AdCtx, _: NodeId, _: NodeId) -> OpResult<Vec<Option<NodeId>>> {
         Err(no_backward(self.name()))
+    }
+}
+
+/// Every size of a convolution, from its input, weight and output shapes.
+#[derive(Clone, Copy, Debug)]
+struct ConvDims {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    ho: usize,
+    wo: usize,
+    kh: usize,
+    kw: usize,
+    g: usize,
+    cg: usize,
+    og: usize,
+}
+
+impl ConvDims {
+    fn new(x: &[usize], w: &[usize], y: &[usize], geo: ConvGeometry) -> ConvDims {
+        ConvDims {
+            n: x[0],
+            c: x[1],
+            h: x[2],
+            w: x[3],
+            o: w[0],
+            ho: y[2],
+            wo: y[3],
+            kh: w[2],
+            kw: w[3],
+            g: geo.groups,
+            cg: w[1],
+            og: w[0] / geo.groups,
+        }
+    }
+}
+
+/// The convolution as implicit GEMMs. All three share the im2col indexing:
+/// input pixel (iy, ix) = (oy·s − p + ky·d, ox·s − p + kx·d).
+struct ConvGemm {
+    d: ConvDims,
+    geo: ConvGeometry,
+    x: String,
+    w: String,
+    dy: String,
+}
+
+fn i(v: usize) -> KExpr {
+    int(v as i64)
+}
+
+impl ConvGemm {
+    /// (sample, group) of a batch index that runs over samples × groups.
+    fn sample_group(&self, b: &KExpr) -> (KExpr, KExpr) {
+        if self.d.g == 1 {
+            (b.clone(), int(0))
+        } else {
+            (b.clone() / self.d.g as i64, b.clone().rem(i(self.d.g)))
+        }
+    }
+
+    /// (channel-in-group, ky, kx) of a flattened kernel tap index.
+    fn tap(&self, q: &KExpr) -> (KExpr, KExpr, KExpr) {
+        let (kh, kw) = (self.d.kh, self.d.kw);
+        (q.clone() / (kh * kw) as i64, (q.clone() / kw as i64).rem(i(kh)), q.clone().rem(i(kw)))
+    }
+
+    /// x[n, g·Cg + c, oy·s − p + ky·d, ...], zero in the padding.
+    fn im2col(&self, n: &KExpr, g: &KExpr, c: &KExpr, oy: KExpr, ox: KExpr, ky: KExpr, kx: KExpr) -> KExpr {
+        let geo = &self.geo;
+        let d = &self.d;
+        let iy = oy * geo.stride[0] as i64 - geo.padding[0] as i64 + ky * geo.dilation[0] as i64;
+        let ix = ox * geo.stride[1] as i64 - geo.padding[1] as i64 + kx * geo.dilation[1] as i64;
+        let channel = g.clone() * d.cg as i64 + c.clone();
+        let index = ((n.clone() * d.c as i64 + channel) * d.h as i64 + iy.clone()) * d.w as i64 + ix.clone();
+        let value = load(self.x.clone(), index);
+        let mut inside = Vec::new();
+        if geo.padding[0] > 0 {
+            inside.push(iy.clone().ge(int(0)).and(iy.lt(i(d.h))));
+        }
+        if geo.padding[1] > 0 {
+            inside.push(ix.clone().ge(int(0)).and(ix.lt(i(d.w))));
+        }
+        guard(inside, value)
+    }
+}
+
+/// `cond ? value : 0`, or the bare value when nothing can fall outside.
+fn guard(conds: Vec<KExpr>, value: KExpr) -> KExpr {
+    match conds.into_iter().reduce(KExpr::and) {
+        Some(c) => select(c, value, f32c(0.0)),
+        None => value,
+    }
+}
+
+/// y[n, g·Og + m, p] = Σ_(c,ky,kx) w[g·Og + m, c, ky, kx] · x[n, g·Cg + c, ...]
+struct Forward<'a>(&'a ConvGemm);
+
+impl GemmOperands for Forward<'_> {
+    fn a(&self, _: &mut KernelCtx, b: &KExpr, m: &KExpr, q: &KExpr) -> KExpr {
+        let c = &self.0;
+        let (_, g) = c.sample_group(b);
+        load(c.w.clone(), (g * c.d.og as i64 + m.clone()) * (c.d.cg * c.d.kh * c.d.kw) as i64 + q.clone())
+    }
+    fn b(&self, _: &mut KernelCtx, b: &KExpr, q: &KExpr, p: &KExpr) -> KExpr {
+        let c = &self.0;
+        let (n, g) = c.sample_group(b);
+        let (ci, ky, kx) = c.tap(q);
+        let (oy, ox) = (p.clone() / c.d.wo as i64, p.clone().rem(i(c.d.wo)));
+        c.im2col(&n, &g, &ci, oy, ox, ky, kx)
+    }
+    fn out(&self, _: &mut KernelCtx, b: &KExpr, m: &KExpr, p: &KExpr) -> Coords {
+        let c = &self.0;
+        let (n, g) = c.sample_group(b);
+        Coords::from_axes(vec![n, g * c.d.og as i64 + m.clone(), p.clone() / c.d.wo as i64, p.clone().rem(i(c.d.wo))])
+    }
+}
+
+/// dx[n, g·Cg + c, iy, ix] = Σ_(o,ky,kx) w[g·Og + o, c, ky, kx] · dy[n, g·Og + o, oy, ox]
+/// over the taps where iy = oy·s − p + ky·d has a whole oy inside the output.
+struct GradInput<'a>(&'a ConvGemm);
+
+impl GemmOperands for GradInput<'_> {
+    fn a(&self, _: &mut KernelCtx, b: &KExpr, c_local: &KExpr, q: &KExpr) -> KExpr {
+        let c = &self.0;
+        let (_, g) = c.sample_group(b);
+        let taps = (c.d.kh * c.d.kw) as i64;
+        let o = g * c.d.og as i64 + q.clone() / taps;
+        load(c.w.clone(), (o * c.d.cg as i64 + c_local.clone()) * taps + q.clone().rem(int(taps)))
+    }
+    fn b(&self, _: &mut KernelCtx, b: &KExpr, q: &KExpr, p: &KExpr) -> KExpr {
+        let c = &self.0;
+        let (geo, d) = (&c.geo, &c.d);
+        let (n, g) = c.sample_group(b);
+        let (o_local, ky, kx) = c.tap(q);
+        let (iy, ix) = (p.clone() / d.w as i64, p.clone().rem(i(d.w)));
+        let ty = iy + geo.padding[0] as i64 - ky * geo.dilation[0] as i64;
+        let tx = ix + geo.padding[1] as i64 - kx * geo.dilation[1] as i64;
+        let mut conds = Vec::new();
+        let mut source = |t: KExpr, stride: usize, size: usize| {
+            conds.push(t.clone().ge(int(0)));
+            let o = if stride == 1 {
+                t
+            } else {
+                conds.push(t.clone().rem(i(stride)).eq(int(0)));
+                t / stride as i64
+            };
+            conds.push(o.clone().lt(i(size)));
+            o
+        };
+        let oy = source(ty, geo.stride[0], d.ho);
+        let ox = source(tx, geo.stride[1], d.wo);
+        let channel = g * d.og as i64 + o_local;
+        let index = ((n * d.o as i64 + channel) * d.ho as i64 + oy) * d.wo as i64 + ox;
+        guard(conds, load(c.dy.clone(), index))
+    }
+    fn out(&self, _: &mut KernelCtx, b: &KExpr, c_local: &KExpr, p: &KExpr) -> Coords {
+        let c = &self.0;
+        let (n, g) = c.sample_group(b);
+        Coords::from_axes(vec![n, g * c.d.cg as i64 + c_local.clone(), p.clone() / c.d.w as i64, p.clone().rem(i(c.d.w))])
+    }
+}
+
+/// dw[g·Og + o, c, ky, kx] = Σ_(n,oy,ox) dy[n, g·Og + o, oy, ox] · x[n, g·Cg + c, iy, ix]
+struct GradWeight<'a>(&'a ConvGemm);
+
+impl GemmOperands for GradWeight<'_> {
+    fn a(&self, _: &mut KernelCtx, g: &KExpr, o: &KExpr, r: &KExpr) -> KExpr {
+        let c = &self.0;
+        let plane = (c.d.ho * c.d.wo) as i64;
+        let channel = g.clone() * c.d.og as i64 + o.clone();
+        load(c.dy.clone(), (r.clone() / plane * c.d.o as i64 + channel) * plane + r.clone().rem(int(plane)))
+    }
+    fn b(&self, _: &mut KernelCtx, g: &KExpr, r: &KExpr, q: &KExpr) -> KExpr {
+        let c = &self.0;
+        let plane = (c.d.ho * c.d.wo) as i64;
+        let n = r.clone() / plane;
+        let p = r.clone().rem(int(plane));
+        let (ci, ky, kx) = c.tap(q);
+        c.im2col(&n, g, &ci, p.clone() / c.d.wo as i64, p.rem(i(c.d.wo)), ky, kx)
+    }
+    fn out(&self, _: &mut KernelCtx, g: &KExpr, o: &KExpr, q: &KExpr) -> Coords {
+        let c = &self.0;
+        let (ci, ky, kx) = c.tap(q);
+        Coords::from_axes(vec![g.clone() * c.d.og as i64 + o.clone(), ci, ky, kx])
     }
 }

@@ -1,7 +1,8 @@
 //! Leaves (data inputs and parameters) and `detach`, which stops gradients.
 
-use super::{expect_arity, OpResult, Primitive};
+use super::{expect_arity, FusionRole, OpResult, Primitive};
 use crate::autodiff::AdCtx;
+use crate::codegen::ctx::{Coords, KernelCtx, Value};
 use crate::ir::{NodeId, TensorType};
 use crate::reference::{Real, RefTensor};
 
@@ -42,6 +43,9 @@ macro_rules! leaf {
             fn attrs(&self) -> String {
                 self.name.clone()
             }
+            fn fusion_role(&self) -> FusionRole {
+                FusionRole::Leaf
+            }
             fn infer(&self, inputs: &[&TensorType]) -> OpResult<TensorType> {
                 expect_arity($name, inputs, 0)?;
                 Ok(self.ty.clone())
@@ -73,6 +77,13 @@ pub struct Detach;
 impl Primitive for Detach {
     fn name(&self) -> &'static str {
         "detach"
+    }
+    fn fusion_role(&self) -> FusionRole {
+        FusionRole::Inline
+    }
+    fn inline_value(&self, k: &mut KernelCtx, node: NodeId, at: &Coords) -> Value {
+        let x = k.graph.operands(node)[0];
+        k.value_at(x, at)
     }
     fn infer(&self, inputs: &[&TensorType]) -> OpResult<TensorType> {
         expect_arity("detach", inputs, 1)?;

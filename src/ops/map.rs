@@ -1,9 +1,11 @@
 //! `map`: one elementwise scalar expression over operands broadcast
 //! numpy-style. Every pointwise op of the language is a `map`.
 
-use super::{OpError, OpResult, Primitive};
+use super::{FusionRole, OpError, OpResult, Primitive};
 use crate::autodiff::AdCtx;
-use crate::ir::expr::{arg, EvalEnv, SExpr};
+use crate::codegen::ctx::{Coords, KernelCtx, Value};
+use crate::codegen::kir::{self, call, cast, f32c, CTy, KExpr};
+use crate::ir::expr::{arg, BinOp, EvalEnv, SExpr, UnOp};
 use crate::ir::{fmt_shape, Dim, NodeId, TensorType};
 use crate::reference::{broadcast_index, unravel_into, Real, RefTensor};
 use crate::tensor::DType;
@@ -51,6 +53,20 @@ impl Primitive for Map {
 
     fn attrs(&self) -> String {
         self.expr.to_string()
+    }
+
+    fn fusion_role(&self) -> FusionRole {
+        FusionRole::Inline
+    }
+
+    fn inline_value(&self, k: &mut KernelCtx, node: NodeId, at: &Coords) -> Value {
+        let operands = k.graph.operands(node);
+        let shape = k.dims(node);
+        let v = translate(&self.expr, k, &operands, &shape, at);
+        match self.dtype {
+            DType::I64 => Value::new(cast(CTy::I64, v.to_f32()), CTy::I64),
+            _ => Value::f32(v.to_f32()),
+        }
     }
 
     fn infer(&self, inputs: &[&TensorType]) -> OpResult<TensorType> {
@@ -126,4 +142,65 @@ pub fn compact_operands(body: &SExpr, operands: &[NodeId]) -> (SExpr, Vec<NodeId
         }
     }
     (body.remap_args(&map), kept)
+}
+
+/// The scalar expression as C, reading operand `k` (broadcast) through the inliner.
+fn translate(e: &SExpr, k: &mut KernelCtx, operands: &[NodeId], shape: &[usize], at: &Coords) -> Value {
+    let sub = |e: &SExpr, k: &mut KernelCtx| translate(e, k, operands, shape, at);
+    match e {
+        SExpr::Arg(i) => {
+            let from = k.dims(operands[*i]);
+            k.value_at(operands[*i], &at.broadcast(&from, shape))
+        }
+        SExpr::Const(v) => Value::f32(f32c(*v)),
+        SExpr::Size(d) => Value::f32(f32c(d.as_const().unwrap_or_else(|| panic!("unbound size {d} in codegen")) as f64)),
+        SExpr::Coord(a) => Value::new(at.axes[*a].clone(), CTy::I32),
+        SExpr::Uniform { seed, salt } => {
+            let seed = k.value_at(operands[*seed], &Coords::from_axes(Vec::new()));
+            let index = cast(CTy::U32, at.linear(shape));
+            Value::f32(call("netc_uniform", vec![cast(CTy::I64, seed.expr), KExpr::Int(i64::from(*salt)), index]))
+        }
+        SExpr::Unary(op, a) => {
+            let a = sub(a, k).to_f32();
+            let f = |name: &'static str| call(name, vec![a.clone()]);
+            Value::f32(match op {
+                UnOp::Neg => -a,
+                UnOp::Exp => f("expf"),
+                UnOp::Log => f("logf"),
+                UnOp::Sqrt => f("sqrtf"),
+                UnOp::Rsqrt => f("rsqrtf"),
+                UnOp::Tanh => f("tanhf"),
+                UnOp::Sigmoid => f("netc_sigmoid"),
+                UnOp::Erf => f("erff"),
+                UnOp::Abs => f("fabsf"),
+                UnOp::Recip => f32c(1.0) / a,
+                UnOp::Log1p => f("log1pf"),
+            })
+        }
+        SExpr::Binary(op, a, b) => {
+            let (a, b) = (sub(a, k).to_f32(), sub(b, k).to_f32());
+            let cmp = |o: kir::BinOp| Value::new(KExpr::bin(o, a.clone(), b.clone()), CTy::Bool);
+            match op {
+                BinOp::Add => Value::f32(a + b),
+                BinOp::Sub => Value::f32(a - b),
+                BinOp::Mul => Value::f32(a * b),
+                BinOp::Div => Value::f32(a / b),
+                BinOp::Max => Value::f32(call("fmaxf", vec![a, b])),
+                BinOp::Min => Value::f32(call("fminf", vec![a, b])),
+                BinOp::Pow if b == f32c(2.0) => Value::f32(a.clone() * a),
+                BinOp::Pow => Value::f32(call("powf", vec![a, b])),
+                BinOp::Lt => cmp(kir::BinOp::Lt),
+                BinOp::Le => cmp(kir::BinOp::Le),
+                BinOp::Gt => cmp(kir::BinOp::Gt),
+                BinOp::Ge => cmp(kir::BinOp::Ge),
+                BinOp::Eq => cmp(kir::BinOp::Eq),
+                BinOp::Ne => cmp(kir::BinOp::Ne),
+            }
+        }
+        SExpr::Select(c, a, b) => {
+            let c = sub(c, k).to_bool();
+            let (a, b) = (sub(a, k).to_f32(), sub(b, k).to_f32());
+            Value::f32(kir::select(c, a, b))
+        }
+    }
 }

@@ -2,8 +2,11 @@
 //! that `Linear` (x @ Wᵀ) and every backward product need no transpose copy.
 
 use super::map::broadcast_shapes;
-use super::{expect_arity, expect_float, OpError, OpResult, Primitive};
+use super::{expect_arity, expect_float, FusionRole, OpError, OpResult, Primitive};
 use crate::autodiff::AdCtx;
+use crate::codegen::ctx::{CodegenError, Coords, KernelCtx};
+use crate::codegen::gemm::{self, GemmOperands, GemmShape};
+use crate::codegen::kir::{load, KExpr};
 use crate::ir::{NodeId, TensorType};
 use crate::reference::{Real, RefTensor};
 
@@ -42,6 +45,30 @@ impl Primitive for MatMul {
             (false, true) => "bᵀ".into(),
             (true, true) => "aᵀ, bᵀ".into(),
         }
+    }
+
+    fn fusion_role(&self) -> FusionRole {
+        FusionRole::Anchor
+    }
+
+    fn lower(&self, k: &mut KernelCtx, node: NodeId) -> Result<(), CodegenError> {
+        let ops = k.graph.operands(node);
+        let out = k.dims(node);
+        let r = out.len();
+        let operand = |k: &mut KernelCtx, id: NodeId, transposed: bool| Operand {
+            name: k.buffer(id),
+            shape: k.dims(id),
+            transposed,
+        };
+        let plan = MatMulGemm {
+            a: operand(k, ops[0], self.trans_a),
+            b: operand(k, ops[1], self.trans_b),
+            batch_shape: out[..r - 2].to_vec(),
+        };
+        let inner = plan.a.shape[matrix_axes(plan.a.shape.len(), self.trans_a).1];
+        let shape = GemmShape { batch: out[..r - 2].iter().product(), m: out[r - 2], n: out[r - 1], k: inner };
+        gemm::emit(k, node, shape, &plan);
+        Ok(())
     }
 
     fn infer(&self, inputs: &[&TensorType]) -> OpResult<TensorType> {
@@ -110,5 +137,44 @@ impl Primitive for MatMul {
         let gb = if tb { ad.add(MatMul::new(true, ta), &[grad, a])? } else { ad.add(MatMul::new(!ta, false), &[a, grad])? };
         let (sa, sb) = (ad.ty(a).shape.clone(), ad.ty(b).shape.clone());
         Ok(vec![Some(ad.sum_to(ga, &sa)?), Some(ad.sum_to(gb, &sb)?)])
+    }
+}
+
+struct Operand {
+    name: String,
+    shape: Vec<usize>,
+    transposed: bool,
+}
+
+impl Operand {
+    /// Element (row, col) of `op(x)` in batch `b`, batch axes broadcast.
+    fn at(&self, batch_shape: &[usize], b: &KExpr, row: &KExpr, col: &KExpr) -> KExpr {
+        let lead = &self.shape[..self.shape.len() - 2];
+        let mut axes = Coords::from_flat(b.clone(), batch_shape).broadcast(lead, batch_shape).axes;
+        let (r, c) = if self.transposed { (col, row) } else { (row, col) };
+        axes.push(r.clone());
+        axes.push(c.clone());
+        load(self.name.clone(), Coords::from_axes(axes).linear(&self.shape))
+    }
+}
+
+struct MatMulGemm {
+    a: Operand,
+    b: Operand,
+    batch_shape: Vec<usize>,
+}
+
+impl GemmOperands for MatMulGemm {
+    fn a(&self, _: &mut KernelCtx, b: &KExpr, m: &KExpr, kk: &KExpr) -> KExpr {
+        self.a.at(&self.batch_shape, b, m, kk)
+    }
+    fn b(&self, _: &mut KernelCtx, b: &KExpr, kk: &KExpr, n: &KExpr) -> KExpr {
+        self.b.at(&self.batch_shape, b, kk, n)
+    }
+    fn out(&self, _: &mut KernelCtx, b: &KExpr, m: &KExpr, n: &KExpr) -> Coords {
+        let mut axes = Coords::from_flat(b.clone(), &self.batch_shape).axes;
+        axes.push(m.clone());
+        axes.push(n.clone());
+        Coords::from_axes(axes)
     }
 }

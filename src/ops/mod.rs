@@ -21,6 +21,7 @@ pub use pool::{Pool2d, Pool2dGrad, PoolKind};
 pub use reduce::{Reduce, ReduceKind};
 
 use crate::autodiff::AdCtx;
+use crate::codegen::ctx::{CodegenError, Coords, KernelCtx, Value};
 use crate::ir::{NodeId, TensorType};
 use crate::reference::{Real, RefTensor};
 use std::collections::HashMap;
@@ -47,6 +48,17 @@ impl OpError {
 
 pub type OpResult<T> = Result<T, OpError>;
 
+/// How fusion treats an op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FusionRole {
+    /// Inputs and parameters: buffers supplied from outside.
+    Leaf,
+    /// Elementwise or movement: computed inside the kernels that read it.
+    Inline,
+    /// Needs a loop nest of its own (reductions, products, windows).
+    Anchor,
+}
+
 /// What every primitive provides.
 pub trait Primitive {
     /// Name shown in graphs and kernel comments.
@@ -67,6 +79,20 @@ pub trait Primitive {
     /// Gradients of the operands, given the gradient `grad` of this node's
     /// output, built as new nodes in the same graph. `None`: no gradient flows.
     fn backward(&self, ad: &mut AdCtx, node: NodeId, grad: NodeId) -> OpResult<Vec<Option<NodeId>>>;
+
+    fn fusion_role(&self) -> FusionRole;
+
+    /// For `Inline` ops: the value at coordinates `at` of the output, built
+    /// from operand values that `k.value_at` provides.
+    fn inline_value(&self, _k: &mut KernelCtx, _node: NodeId, _at: &Coords) -> Value {
+        panic!("internal: `{}` is not an inline op", self.name())
+    }
+
+    /// For `Anchor` ops: emits the kernel body that computes this node and
+    /// stores the kernel's root (through `k.store_root`) for every element.
+    fn lower(&self, _k: &mut KernelCtx, _node: NodeId) -> Result<(), CodegenError> {
+        Err(CodegenError::Internal(format!("`{}` has no kernel of its own", self.name())))
+    }
 
     /// The op with symbolic sizes in its attributes replaced by values.
     fn bind_dims(&self, _bindings: &HashMap<String, i64>) -> Self
@@ -94,6 +120,13 @@ macro_rules! ops {
             }
             pub fn backward(&self, ad: &mut AdCtx, node: NodeId, grad: NodeId) -> OpResult<Vec<Option<NodeId>>> {
                 match self { $(Op::$variant(o) => o.backward(ad, node, grad)),* }
+            }
+            pub fn fusion_role(&self) -> FusionRole { match self { $(Op::$variant(o) => o.fusion_role()),* } }
+            pub fn inline_value(&self, k: &mut KernelCtx, node: NodeId, at: &Coords) -> Value {
+                match self { $(Op::$variant(o) => o.inline_value(k, node, at)),* }
+            }
+            pub fn lower(&self, k: &mut KernelCtx, node: NodeId) -> Result<(), CodegenError> {
+                match self { $(Op::$variant(o) => o.lower(k, node)),* }
             }
             pub fn bind_dims(&self, bindings: &HashMap<String, i64>) -> Op {
                 match self { $(Op::$variant(o) => Op::$variant(o.bind_dims(bindings))),* }

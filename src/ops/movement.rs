@@ -1,8 +1,10 @@
 //! Movement ops: they only rearrange elements. Codegen folds them into the
 //! index arithmetic of the kernels that read them, so most never run alone.
 
-use super::{expect_arity, OpError, OpResult, Primitive};
+use super::{expect_arity, FusionRole, OpError, OpResult, Primitive};
 use crate::autodiff::AdCtx;
+use crate::codegen::ctx::{Coords, KernelCtx, Value};
+use crate::codegen::kir::{int, AssignOp, KExpr, KStmt};
 use crate::ir::{fmt_shape, numel, Dim, NodeId, TensorType};
 use crate::reference::{broadcast_index, ravel, Real, RefTensor};
 use std::collections::HashMap;
@@ -20,6 +22,15 @@ pub struct Reshape {
 impl Primitive for Reshape {
     fn name(&self) -> &'static str {
         "reshape"
+    }
+    fn fusion_role(&self) -> FusionRole {
+        FusionRole::Inline
+    }
+    fn inline_value(&self, k: &mut KernelCtx, node: NodeId, at: &Coords) -> Value {
+        let x = k.graph.operands(node)[0];
+        let flat = at.linear(&k.dims(node));
+        let from = k.dims(x);
+        k.value_at(x, &Coords::from_flat(flat, &from))
     }
     fn attrs(&self) -> String {
         fmt_shape(&self.shape)
@@ -70,6 +81,17 @@ impl Primitive for Permute {
     fn name(&self) -> &'static str {
         "permute"
     }
+    fn fusion_role(&self) -> FusionRole {
+        FusionRole::Inline
+    }
+    fn inline_value(&self, k: &mut KernelCtx, node: NodeId, at: &Coords) -> Value {
+        let x = k.graph.operands(node)[0];
+        let mut axes = vec![int(0); self.perm.len()];
+        for (i, &p) in self.perm.iter().enumerate() {
+            axes[p] = at.axes[i].clone();
+        }
+        k.value_at(x, &Coords::from_axes(axes))
+    }
     fn attrs(&self) -> String {
         format!("{:?}", self.perm)
     }
@@ -106,6 +128,14 @@ pub struct Expand {
 impl Primitive for Expand {
     fn name(&self) -> &'static str {
         "expand"
+    }
+    fn fusion_role(&self) -> FusionRole {
+        FusionRole::Inline
+    }
+    fn inline_value(&self, k: &mut KernelCtx, node: NodeId, at: &Coords) -> Value {
+        let x = k.graph.operands(node)[0];
+        let (from, to) = (k.dims(x), k.dims(node));
+        k.value_at(x, &at.broadcast(&from, &to))
     }
     fn attrs(&self) -> String {
         fmt_shape(&self.shape)
@@ -145,6 +175,15 @@ pub struct Slice {
 impl Primitive for Slice {
     fn name(&self) -> &'static str {
         "slice"
+    }
+    fn fusion_role(&self) -> FusionRole {
+        FusionRole::Inline
+    }
+    fn inline_value(&self, k: &mut KernelCtx, node: NodeId, at: &Coords) -> Value {
+        let x = k.graph.operands(node)[0];
+        let mut axes = at.axes.clone();
+        axes[self.axis] = axes[self.axis].clone() + const_of(&self.start) as i64;
+        k.value_at(x, &Coords::from_axes(axes))
     }
     fn attrs(&self) -> String {
         format!("axis={}, start={}, len={}", self.axis, self.start, self.len)
@@ -198,6 +237,18 @@ impl Primitive for Pad {
     fn name(&self) -> &'static str {
         "pad"
     }
+    fn fusion_role(&self) -> FusionRole {
+        FusionRole::Inline
+    }
+    fn inline_value(&self, k: &mut KernelCtx, node: NodeId, at: &Coords) -> Value {
+        let x = k.graph.operands(node)[0];
+        let (before, len) = (const_of(&self.before) as i64, k.dims(x)[self.axis] as i64);
+        let i = at.axes[self.axis].clone();
+        let mut axes = at.axes.clone();
+        axes[self.axis] = i.clone() - before;
+        let inside = i.clone().ge(int(before)).and(i.lt(int(before + len)));
+        guarded_choice(k, x, vec![(inside, Coords::from_axes(axes))])
+    }
     fn attrs(&self) -> String {
         format!("axis={}, before={}, after={}", self.axis, self.before, self.after)
     }
@@ -244,6 +295,23 @@ pub struct Concat {
 impl Primitive for Concat {
     fn name(&self) -> &'static str {
         "concat"
+    }
+    fn fusion_role(&self) -> FusionRole {
+        FusionRole::Inline
+    }
+    fn inline_value(&self, k: &mut KernelCtx, node: NodeId, at: &Coords) -> Value {
+        let parts = k.graph.operands(node);
+        let i = at.axes[self.axis].clone();
+        let mut start = 0i64;
+        let mut cases = Vec::new();
+        for &p in &parts {
+            let len = k.dims(p)[self.axis] as i64;
+            let mut axes = at.axes.clone();
+            axes[self.axis] = i.clone() - start;
+            cases.push((p, i.clone().lt(int(start + len)), Coords::from_axes(axes)));
+            start += len;
+        }
+        concat_choice(k, cases)
     }
     fn attrs(&self) -> String {
         format!("axis={}", self.axis)
@@ -298,4 +366,40 @@ impl Primitive for Concat {
 
 fn const_of(d: &Dim) -> usize {
     d.as_const().and_then(|v| usize::try_from(v).ok()).unwrap_or_else(|| panic!("size {d} is not bound"))
+}
+
+/// `cond ? x[at] : 0` where the load must not happen when `cond` fails (it
+/// would read out of bounds), so it is computed inside an `if`.
+fn guarded_choice(k: &mut KernelCtx, x: NodeId, cases: Vec<(KExpr, Coords)>) -> Value {
+    let parts = cases.into_iter().map(|(c, at)| (x, c, at)).collect();
+    concat_choice(k, parts)
+}
+
+/// The value of the first part whose condition holds (zero if none), each
+/// part computed only inside its own branch.
+fn concat_choice(k: &mut KernelCtx, parts: Vec<(NodeId, KExpr, Coords)>) -> Value {
+    let ty = crate::codegen::ctx::c_type(k.graph.ty(parts[0].0).dtype);
+    let result = k.mutable("v", ty, int(0));
+    let mut branches = Vec::new();
+    for (x, cond, at) in parts {
+        k.push_scope();
+        let v = k.value_at(x, &at);
+        k.assign(result.clone(), AssignOp::Set, v.expr);
+        branches.push((cond, k.pop_scope()));
+    }
+    // Build `if (c0) {..} else if (c1) {..}` from the last branch up; the last
+    // part of a concat needs no test.
+    let mut chain: Vec<KStmt> = Vec::new();
+    let count = branches.len();
+    for (idx, (cond, body)) in branches.into_iter().enumerate().rev() {
+        chain = if idx + 1 == count && count > 1 {
+            body
+        } else {
+            vec![KStmt::If { cond, then: body, otherwise: chain }]
+        };
+    }
+    for s in chain {
+        k.emit(s);
+    }
+    Value::new(result, ty)
 }

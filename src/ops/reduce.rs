@@ -1,7 +1,11 @@
 //! `reduce`: sum, mean, max or argmax over a set of axes.
 
-use super::{expect_arity, OpError, OpResult, Primitive};
+use super::{expect_arity, FusionRole, OpError, OpResult, Primitive};
 use crate::autodiff::AdCtx;
+use crate::codegen::ctx::{CodegenError, Coords, KernelCtx, Value};
+use crate::codegen::kir::{call, cast, f32c, int, var, AssignOp, CTy, KExpr, KStmt};
+use crate::codegen::templates::{block_idx, for_each_output, thread_idx};
+use crate::codegen::Target;
 use crate::ir::expr::arg;
 use crate::ir::{numel, Dim, NodeId, SExpr, TensorType};
 use crate::ops::Expand;
@@ -60,6 +64,62 @@ impl Primitive for Reduce {
     fn attrs(&self) -> String {
         let axes: Vec<String> = self.axes.iter().map(usize::to_string).collect();
         format!("axes=[{}]{}", axes.join(", "), if self.keepdim { ", keepdim" } else { "" })
+    }
+
+    fn fusion_role(&self) -> FusionRole {
+        FusionRole::Anchor
+    }
+
+    fn lower(&self, k: &mut KernelCtx, node: NodeId) -> Result<(), CodegenError> {
+        let x = k.graph.operands(node)[0];
+        let shape = k.dims(x);
+        let out_shape = k.dims(node);
+        let kept: Vec<usize> = (0..shape.len()).filter(|a| !self.axes.contains(a)).map(|a| shape[a]).collect();
+        let reduced: Vec<usize> = self.axes.iter().map(|&a| shape[a]).collect();
+        let n_out: usize = kept.iter().product();
+        let extent: usize = reduced.iter().product();
+        // Input coordinates of (output index o, reduction index r).
+        let coords = |o: &KExpr, r: &KExpr| {
+            let (ko, kr) = (Coords::from_flat(o.clone(), &kept).axes, Coords::from_flat(r.clone(), &reduced).axes);
+            let (mut ko, mut kr) = (ko.into_iter(), kr.into_iter());
+            let axes = (0..shape.len())
+                .map(|a| if self.axes.contains(&a) { kr.next() } else { ko.next() }.expect("axes partition the shape"))
+                .collect();
+            Coords::from_axes(axes)
+        };
+        let block_wide = k.target == Target::Gpu && extent >= 64;
+        if block_wide {
+            k.cooperative = true;
+            let threads = 256.min(extent.next_power_of_two());
+            k.block = [threads as u32, 1, 1];
+            k.grid = [n_out as u32, 1, 1];
+            let o = k.constant("o", CTy::I32, block_idx('x'));
+            let acc = self.accumulate(k, x, CTy::F32, thread_idx('x'), var("blockDim.x"), extent, &|r| coords(&o, r));
+            k.emit(KStmt::Shared { ty: CTy::F32, name: "red".into(), len: 32 });
+            let combined = match self.kind {
+                ReduceKind::Sum | ReduceKind::Mean => call("netc_block_sum", vec![acc.value.clone(), var("red")]),
+                ReduceKind::Max => call("netc_block_max", vec![acc.value.clone(), var("red")]),
+                ReduceKind::ArgMax => {
+                    k.emit(KStmt::Shared { ty: CTy::I32, name: "red_index".into(), len: 32 });
+                    call("netc_block_argmax", vec![acc.value.clone(), acc.index.clone(), var("red"), var("red_index")])
+                }
+            };
+            let target = if self.kind == ReduceKind::ArgMax { acc.index.clone() } else { acc.value.clone() };
+            k.assign(target, AssignOp::Set, combined);
+            k.push_scope();
+            self.finish(k, node, &acc, extent, &Coords::from_flat(o, &out_shape));
+            let store = k.pop_scope();
+            k.emit(KStmt::If { cond: thread_idx('x').eq(int(0)), then: store, otherwise: vec![] });
+        } else {
+            // Long sums on the CPU accumulate in double, so results stay
+            // within the oracle's tolerance whatever the extent.
+            let acc_ty = if k.target == Target::Cpu { CTy::F64 } else { CTy::F32 };
+            for_each_output(k, n_out, extent, |k, o| {
+                let acc = self.accumulate(k, x, acc_ty, int(0), int(1), extent, &|r| coords(&o, r));
+                self.finish(k, node, &acc, extent, &Coords::from_flat(o, &out_shape));
+            });
+        }
+        Ok(())
     }
 
     fn infer(&self, inputs: &[&TensorType]) -> OpResult<TensorType> {
@@ -135,4 +195,68 @@ impl Primitive for Reduce {
         };
         Ok(vec![Some(gx)])
     }
+}
+
+impl Reduce {
+    /// Emits `for (r = start; r < extent; r += step)` folding the input into
+    /// an accumulator; returns (accumulator, argmax index) variables.
+    #[allow(clippy::too_many_arguments)]
+    fn accumulate(
+        &self,
+        k: &mut KernelCtx,
+        x: NodeId,
+        acc_ty: CTy,
+        start: KExpr,
+        step: KExpr,
+        extent: usize,
+        coords: &dyn Fn(&KExpr) -> Coords,
+    ) -> Accumulator {
+        let lowest = f32c(f64::NEG_INFINITY);
+        let (init, ty) = match self.kind {
+            ReduceKind::Sum | ReduceKind::Mean => (f32c(0.0), acc_ty),
+            ReduceKind::Max | ReduceKind::ArgMax => (lowest, CTy::F32),
+        };
+        let acc = k.mutable("acc", ty, init);
+        let index = if self.kind == ReduceKind::ArgMax { k.mutable("arg", CTy::I32, int(0)) } else { int(0) };
+        k.push_scope();
+        let v = k.value_at(x, &coords(&var("r"))).to_f32();
+        match self.kind {
+            ReduceKind::Sum | ReduceKind::Mean => {
+                let v = if ty == CTy::F64 { cast(CTy::F64, v) } else { v };
+                k.assign(acc.clone(), AssignOp::Add, v);
+            }
+            ReduceKind::Max => k.assign(acc.clone(), AssignOp::Set, call("fmaxf", vec![acc.clone(), v])),
+            ReduceKind::ArgMax => {
+                // Strictly greater keeps the first maximum, as PyTorch does.
+                let update = vec![
+                    KStmt::Assign { target: acc.clone(), op: AssignOp::Set, value: v.clone() },
+                    KStmt::Assign { target: index.clone(), op: AssignOp::Set, value: var("r") },
+                ];
+                k.emit(KStmt::If { cond: v.gt(acc.clone()), then: update, otherwise: vec![] });
+            }
+        }
+        let body = k.pop_scope();
+        k.emit(KStmt::For { var: "r".into(), start, end: int(extent as i64), step, body, unroll: false });
+        Accumulator { value: acc, index, ty }
+    }
+
+    /// Binds the reduced value to the node and stores the kernel's root.
+    fn finish(&self, k: &mut KernelCtx, node: NodeId, acc: &Accumulator, extent: usize, at: &Coords) {
+        let sum = Value::new(acc.value.clone(), acc.ty).to_f32();
+        let value = match self.kind {
+            ReduceKind::Sum | ReduceKind::Max => Value::f32(sum),
+            ReduceKind::Mean => Value::f32(sum * f32c(1.0 / extent as f64)),
+            ReduceKind::ArgMax => Value::new(cast(CTy::I64, acc.index.clone()), CTy::I64),
+        };
+        let value = k.name_value(value);
+        k.bind(node, value);
+        k.store_root(at);
+    }
+}
+
+/// The running value of a reduction and, for argmax, its position.
+struct Accumulator {
+    value: KExpr,
+    index: KExpr,
+    ty: CTy,
 }

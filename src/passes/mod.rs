@@ -1,0 +1,4 @@
+//! Graph-to-plan passes: fusion (which nodes share a kernel) and planning
+//! (kernel order and buffer reuse).
+
+pub mod fusion;
