@@ -13,6 +13,7 @@ pub mod diag;
 pub mod syntax;
 pub mod tensor;
 pub mod autodiff;
+pub mod check;
 pub mod ir;
 pub mod ops;
 pub mod reference;
