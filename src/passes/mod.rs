@@ -2,3 +2,4 @@
 //! (kernel order and buffer reuse).
 
 pub mod fusion;
+pub mod plan;

@@ -1,7 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod cases;
 pub mod gradcheck;
+pub mod nvrtc;
 
 use netc::ir::{Dim, Graph, NodeId, Origin, TensorType};
 use netc::ops::{Init, Param};
