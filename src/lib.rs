@@ -14,6 +14,7 @@ pub mod syntax;
 pub mod tensor;
 pub mod autodiff;
 pub mod check;
+pub mod cli;
 pub mod ir;
 pub mod ops;
 pub mod reference;
