@@ -4,6 +4,7 @@
 
 mod functions;
 mod layers;
+mod losses;
 
 use super::value::{ArgError, Args, Param, Value};
 use super::Mode;
@@ -50,6 +51,9 @@ pub struct ModelState {
     pub dropout_calls: u32,
     /// Buffers updated by a training step: (buffer, its new value).
     pub state_updates: Vec<(NodeId, NodeId)>,
+    /// (scores, class targets) of the last classification loss built, which
+    /// the `accuracy` metric compares.
+    pub classification: Option<(NodeId, NodeId)>,
     /// For values made by `flatten`, the sizes that were flattened into the
     /// last axis, so size errors can say `32 * 16 * 16` instead of `8192`.
     pub flattened: HashMap<NodeId, Vec<Dim>>,
@@ -152,15 +156,15 @@ pub struct LayerType {
 }
 
 pub fn function(name: &str) -> Option<&'static Function> {
-    functions::ALL.iter().find(|f| f.name == name)
+    all_functions().find(|f| f.name == name)
 }
 
 pub fn layer_type(name: &str) -> Option<&'static LayerType> {
     layers::ALL.iter().find(|l| l.name == name)
 }
 
-pub fn all_functions() -> &'static [Function] {
-    functions::ALL
+pub fn all_functions() -> impl Iterator<Item = &'static Function> {
+    functions::ALL.iter().chain(losses::ALL)
 }
 
 pub fn all_layer_types() -> &'static [LayerType] {
@@ -169,7 +173,7 @@ pub fn all_layer_types() -> &'static [LayerType] {
 
 /// Every name the library defines, for "did you mean" hints.
 pub fn all_names() -> impl Iterator<Item = &'static str> {
-    functions::ALL.iter().map(|f| f.name).chain(layers::ALL.iter().map(|l| l.name))
+    all_functions().map(|f| f.name).chain(layers::ALL.iter().map(|l| l.name))
 }
 
 /// Other names people reach for, mapped to the parameter netc uses.
