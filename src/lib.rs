@@ -8,8 +8,10 @@
 //! Primitive ops live in `ops`, each with its shape rule, reference
 //! evaluation, backward rule and lowering in one file.
 
+pub mod data;
 pub mod device;
 pub mod diag;
+pub mod io;
 pub mod syntax;
 pub mod tensor;
 pub mod autodiff;
