@@ -23,3 +23,5 @@ pub mod reference;
 pub mod rng;
 pub mod codegen;
 pub mod passes;
+pub mod exec;
+pub mod train;

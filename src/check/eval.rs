@@ -183,6 +183,20 @@ impl<'a> Checker<'a> {
                     .help("name a result with `output NAME`"),
             );
         }
+        let mut targets = Vec::new();
+        let mut loss = None;
+        if let Some(t) = b.train.clone() {
+            for decl in &t.targets {
+                self.input(&mut b, &mut scope, &decl.name, &decl.ty, &decl.span);
+                if let Some(binding) = scope.bindings.get_mut(&decl.name.name) {
+                    binding.used = true;
+                    if let Value::Tensor(id) = binding.value {
+                        targets.push(id);
+                    }
+                }
+            }
+            loss = self.loss(&mut b, &mut scope, &t);
+        }
         self.warn_unused(&scope, &b, &outputs);
         if self.errors > errors_before {
             return None;
@@ -194,7 +208,35 @@ impl<'a> Checker<'a> {
             state_updates: b.state.state_updates,
             seed: b.state.seed,
             train: b.train,
+            targets,
+            loss,
+            classification: b.state.classification,
         })
+    }
+
+    /// The `loss:` setting, evaluated among the model's names and targets.
+    fn loss(&mut self, b: &mut Build, scope: &mut Scope, t: &ast::TrainSection) -> Option<NodeId> {
+        let setting = t.settings.iter().find(|s| s.key.name == "loss")?;
+        match self.expr_named(b, scope, &setting.value, "loss") {
+            Value::Tensor(id) if b.graph.ty(id).shape.is_empty() && b.graph.ty(id).dtype.is_float() => Some(id),
+            Value::Tensor(id) => {
+                let ty = b.graph.ty(id).clone();
+                self.report(
+                    Diagnostic::error("E0300", format!("the loss must be a floating-point scalar, found {ty}"))
+                        .primary(setting.value.span.clone(), "not a scalar")
+                        .help("reduce it, e.g. `mean(x, [0, 1])`, or use a loss function such as cross_entropy"),
+                );
+                None
+            }
+            Value::Error => None,
+            other => {
+                self.report(
+                    Diagnostic::error("E0200", format!("the loss must be a tensor, found {}", other.kind()))
+                        .primary(setting.value.span.clone(), "not a loss"),
+                );
+                None
+            }
+        }
     }
 
     fn warn_unused(&mut self, scope: &Scope, b: &Build, outputs: &HashMap<String, Span>) {

@@ -31,8 +31,15 @@ pub struct Model {
     pub state_updates: Vec<(NodeId, NodeId)>,
     /// The dropout seed input, when the training graph has dropout.
     pub seed: Option<NodeId>,
-    /// The `train` section, checked later by the training driver.
+    /// The `train` section; its settings are read by the training driver.
     pub train: Option<ast::TrainSection>,
+    /// The `train` section's targets (`target label: i64[B]`), as inputs.
+    pub targets: Vec<NodeId>,
+    /// The scalar loss of the `train` section's `loss:` setting.
+    pub loss: Option<NodeId>,
+    /// (scores, class targets) of the loss, when it classifies: what the
+    /// `accuracy` metric compares.
+    pub classification: Option<(NodeId, NodeId)>,
 }
 
 /// The outcome of checking a file: the models that built, and every

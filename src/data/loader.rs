@@ -13,54 +13,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-/// SplitMix64 (Steele, Lea, Flood 2014): one u64 of state, which is all a
-/// checkpoint needs to save, and good enough statistically for shuffling.
-/// `Rng::new(r.state())` continues exactly where `r` is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rng {
-    state: u64,
-}
-
-const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
-
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng { state: seed }
-    }
-
-    pub fn state(&self) -> u64 {
-        self.state
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(GOLDEN_GAMMA);
-        mix(self.state)
-    }
-
-    /// Uniform in `0..n` without modulo bias (Lemire's method). `n` must be positive.
-    pub fn below(&mut self, n: u64) -> u64 {
-        assert!(n > 0, "Rng::below(0)");
-        let threshold = n.wrapping_neg() % n;
-        loop {
-            let m = u128::from(self.next_u64()) * u128::from(n);
-            if (m as u64) >= threshold {
-                return (m >> 64) as u64;
-            }
-        }
-    }
-
-    /// The generator for one epoch's shuffle. Both inputs are hashed, so
-    /// neighbouring seeds or epochs do not give overlapping streams.
-    fn for_epoch(seed: u64, epoch: u64) -> Rng {
-        Rng::new(mix(seed ^ mix(epoch.wrapping_add(GOLDEN_GAMMA))))
-    }
-}
+pub use crate::rng::Rng;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoaderConfig {
@@ -203,7 +156,7 @@ impl Plan {
     fn order(&self, epoch: u64) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.dataset.len()).collect();
         if self.shuffle {
-            let mut rng = Rng::for_epoch(self.seed, epoch);
+            let mut rng = Rng::stream(self.seed, epoch);
             for i in (1..order.len()).rev() {
                 let j = rng.below(i as u64 + 1) as usize;
                 order.swap(i, j);

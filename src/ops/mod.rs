@@ -14,7 +14,7 @@ mod reduce;
 
 pub use conv::{Conv2d, Conv2dGradInput, Conv2dGradWeight, ConvGeometry};
 pub use leaf::{Detach, Init, Input, Param};
-pub use map::Map;
+pub use map::{compact_operands, Map};
 pub use matmul::MatMul;
 pub use movement::{Concat, Expand, Pad, Permute, Reshape, Slice};
 pub use pool::{Pool2d, Pool2dGrad, PoolKind};
