@@ -76,7 +76,7 @@ pub fn scalar_inputs(g: &mut Graph) -> [NodeId; 3] {
 pub fn update(opt: &Optimizer, g: &mut Graph, name: &str, p: NodeId, grad: NodeId, scalars: [NodeId; 3]) -> Result<Update, OpError> {
     let ty = g.ty(p).clone();
     let origin = Origin::named(format!("{} update of {name}", opt.name()));
-    let mut state = |g: &mut Graph, key: &str| {
+    let state = |g: &mut Graph, key: &str| {
         let state_name = format!("optimizer.{name}.{key}");
         let op = Param { name: state_name.clone(), ty: ty.clone(), init: Init::Const(0.0), trainable: false };
         g.add_typed(Op::Param(op), &[], ty.clone(), Origin::named(state_name))
