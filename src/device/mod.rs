@@ -1,3 +1,4 @@
 //! Where kernels run: NVRTC and the CUDA driver, or the host shim on the CPU.
 
 pub mod cache;
+pub mod cpu;
