@@ -253,6 +253,9 @@ struct ThreadState {
         if (!stacks.reserve(n)) return false;
         if (fibers.size() < n) {
             try {
+                // Never reallocated afterwards: a ucontext_t points into
+                // itself and must not move once fetched.
+                fibers.reserve(kMaxThreadsPerBlock);
                 fibers.resize(n);
             } catch (...) {
                 return false;

@@ -169,9 +169,7 @@ pub(super) fn launch_bounds(source: &str, kernel: &str) -> Option<u32> {
         let Some(args) = rest.trim_start().strip_prefix('(') else {
             continue;
         };
-        let Some(close) = args.find(')') else {
-            return None;
-        };
+        let close = args.find(')')?;
         let bound = args[..close].split(',').next().map(str::trim);
         let after = args[close + 1..].trim_start();
         // `__launch_bounds__` may come before or after the return type.

@@ -117,7 +117,8 @@ pub enum HostError {
 
 /// `int netc_host_entry_<name>(void* const* args, const unsigned* grid,
 /// const unsigned* block, char* err, unsigned long errlen)`, from netc_host.h.
-type Entry = unsafe extern "C" fn(*const *mut c_void, *const u32, *const u32, *mut c_char, c_ulong) -> i32;
+type Entry =
+    unsafe extern "C" fn(*const *mut c_void, *const u32, *const u32, *mut c_char, c_ulong) -> i32;
 type ModuleInit = unsafe extern "C" fn(*const c_void) -> i32;
 
 // Return codes of an entry point (NETC_HOST_* in netc_host.h).

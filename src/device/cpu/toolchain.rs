@@ -156,7 +156,8 @@ impl BuildDir {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        fs::create_dir_all(&path).map_err(|e| io_error(format!("creating {}", path.display()), e))?;
+        fs::create_dir_all(&path)
+            .map_err(|e| io_error(format!("creating {}", path.display()), e))?;
         Ok(BuildDir { path, keep: false })
     }
 }
@@ -209,7 +210,11 @@ impl BuildJob<'_> {
     }
 
     /// The object from the cache, else compiled (and stored when there is a cache).
-    pub(super) fn run(&self, tc: &HostToolchain, cache: Option<&DiskCache>) -> Result<Built, HostError> {
+    pub(super) fn run(
+        &self,
+        tc: &HostToolchain,
+        cache: Option<&DiskCache>,
+    ) -> Result<Built, HostError> {
         let key = self.key(tc);
         if let Some(path) = cache.and_then(|c| c.get_file(&key, "so")) {
             return Ok(Built {
@@ -256,9 +261,12 @@ impl BuildJob<'_> {
         }
         match cache {
             Some(cache) => {
-                let path = cache
-                    .put_file(&key, "so", &object)
-                    .map_err(|e| io_error(format!("storing in the cache at {}", cache.dir().display()), e))?;
+                let path = cache.put_file(&key, "so", &object).map_err(|e| {
+                    io_error(
+                        format!("storing in the cache at {}", cache.dir().display()),
+                        e,
+                    )
+                })?;
                 Ok(Built {
                     path,
                     cache_hit: false,
@@ -330,17 +338,29 @@ fn fiber_flags(var: Option<&str>) -> Result<Vec<String>, HostError> {
 /// The process's runtime, built (or fetched from the cache) and loaded on
 /// first use by whichever toolchain and cache come first. A failure is not
 /// remembered, so a later call can succeed.
-pub(super) fn runtime(tc: &HostToolchain, cache: Option<&DiskCache>) -> Result<&'static Runtime, HostError> {
+pub(super) fn runtime(
+    tc: &HostToolchain,
+    cache: Option<&DiskCache>,
+) -> Result<&'static Runtime, HostError> {
     static RUNTIME: Mutex<Option<&'static Runtime>> = Mutex::new(None);
     let mut slot = RUNTIME.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(rt) = *slot {
         return Ok(rt);
     }
     let threads = pool_threads(std::env::var("NETC_THREADS").ok().as_deref())?;
-    let mut flags: Vec<String> = ["-O2", "-std=c++17", "-fPIC", "-shared", "-pthread", "-fvisibility=hidden"]
-        .map(String::from)
-        .to_vec();
-    flags.extend(fiber_flags(std::env::var("NETC_HOST_FIBERS").ok().as_deref())?);
+    let mut flags: Vec<String> = [
+        "-O2",
+        "-std=c++17",
+        "-fPIC",
+        "-shared",
+        "-pthread",
+        "-fvisibility=hidden",
+    ]
+    .map(String::from)
+    .to_vec();
+    flags.extend(fiber_flags(
+        std::env::var("NETC_HOST_FIBERS").ok().as_deref(),
+    )?);
     let built = BuildJob {
         what: "runtime",
         main_name: "netc_host_rt.cpp",
@@ -369,7 +389,9 @@ pub(super) fn runtime(tc: &HostToolchain, cache: Option<&DiskCache>) -> Result<&
         (init(requested), count())
     };
     if api.is_null() {
-        return Err(load_error("out of memory starting the thread pool".to_string()));
+        return Err(load_error(
+            "out of memory starting the thread pool".to_string(),
+        ));
     }
     let rt: &'static Runtime = Box::leak(Box::new(Runtime {
         api,
