@@ -271,7 +271,7 @@ thread_local ThreadState t_state;
 // Switches from fiber `from` (whose state is already updated) to the next
 // ready fiber after it in round-robin order, or back to the block's main
 // context when none is ready: either all are done, or the block deadlocked.
-void schedule(Coop* c, Fiber* from) {
+inline __attribute__((always_inline)) void schedule(Coop* c, Fiber* from) {
     const unsigned n = c->n;
     unsigned j = from->index;
     for (unsigned k = 0; k < n; ++k) {
