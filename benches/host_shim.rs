@@ -113,9 +113,13 @@ fn kernels(c: &mut Criterion) {
         format!("elementwise 10M barrier-free, {threads} threads"),
         |bench| bench.iter(|| run_ew(&mut y, n)),
     );
+    // The same computation as a plain Rust loop on one thread, for scale.
+    g.bench_function("elementwise 10M, plain Rust loop, 1 thread", |bench| {
+        bench.iter(|| elementwise_ref(&x, &labels, 1.5))
+    });
     // Small enough to run on the calling thread, and just big enough to wake the pool.
-    g.bench_function("elementwise 1024 (launch overhead)", |bench| {
-        bench.iter(|| run_ew(&mut y, 1024))
+    g.bench_function("elementwise 1 element (launch overhead)", |bench| {
+        bench.iter(|| run_ew(&mut y, 1))
     });
     g.bench_function("elementwise 65536 (pool wake-up)", |bench| {
         bench.iter(|| run_ew(&mut y, 65536))

@@ -51,6 +51,7 @@ typedef void (*netc_host_setup_fn)(void* ctx, unsigned long long block, struct n
 typedef void (*netc_host_thread_fn)(void* ctx, unsigned thread);
 
 struct netc_host_launch {
+    unsigned grid[3], block[3];
     unsigned long long blocks;
     unsigned threads;  // per block
     void* ctx;
@@ -406,22 +407,28 @@ static inline void netc_host_run_flat(const netc_host_dims& d, unsigned long lon
     }
 }
 
-static inline int netc_host_launch_flat(const netc_host_dims& d, void* ctx, netc_host_flat_fn flat, char* err,
-                                        unsigned long errlen) {
+static inline netc_host_launch netc_host_describe(const netc_host_dims& d, void* ctx) {
     netc_host_launch l = {};
+    for (int i = 0; i < 3; ++i) {
+        l.grid[i] = d.grid[i];
+        l.block[i] = d.block[i];
+    }
     l.blocks = (unsigned long long)d.grid[0] * d.grid[1] * d.grid[2];
     l.threads = d.block[0] * d.block[1] * d.block[2];
     l.ctx = ctx;
+    return l;
+}
+
+static inline int netc_host_launch_flat(const netc_host_dims& d, void* ctx, netc_host_flat_fn flat, char* err,
+                                        unsigned long errlen) {
+    netc_host_launch l = netc_host_describe(d, ctx);
     l.flat = flat;
     return netc_host_rt->launch(&l, err, errlen);
 }
 
 static inline int netc_host_launch_coop(const netc_host_dims& d, void* ctx, netc_host_setup_fn setup,
                                         netc_host_thread_fn thread, char* err, unsigned long errlen) {
-    netc_host_launch l = {};
-    l.blocks = (unsigned long long)d.grid[0] * d.grid[1] * d.grid[2];
-    l.threads = d.block[0] * d.block[1] * d.block[2];
-    l.ctx = ctx;
+    netc_host_launch l = netc_host_describe(d, ctx);
     l.setup = setup;
     l.thread = thread;
     return netc_host_rt->launch(&l, err, errlen);

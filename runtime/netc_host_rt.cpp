@@ -90,7 +90,7 @@ struct Context {
     void* sp = nullptr;
 };
 
-void context_init(Context& c, char* stack_top, void* arg) {
+void context_init(Context& c, char* /*stack_bottom*/, char* stack_top, void* arg) {
     // After the six pops and the `ret` into netc_host_fiber_boot, %rsp must be
     // 16-byte aligned so that its `call` enters fiber_main with the ABI's alignment.
     auto* sp = reinterpret_cast<void**>(reinterpret_cast<uintptr_t>(stack_top) & ~uintptr_t(15)) - 9;
@@ -118,16 +118,15 @@ void ucontext_boot(unsigned hi, unsigned lo) {
     fiber_main(reinterpret_cast<void*>((uintptr_t(hi) << 32) | uintptr_t(lo)));
 }
 
-void context_init(Context& c, char* stack_top, void* arg) {
+void context_init(Context& c, char* stack_bottom, char* stack_top, void* arg) {
     // getcontext costs a system call; a fiber's context is fetched once and
     // only re-made for later blocks.
     if (!c.made) {
         getcontext(&c.uc);
         c.made = true;
     }
-    char* base = stack_top - kStackBytes + 4096;
-    c.uc.uc_stack.ss_sp = base;
-    c.uc.uc_stack.ss_size = size_t(stack_top - base);
+    c.uc.uc_stack.ss_sp = stack_bottom;
+    c.uc.uc_stack.ss_size = size_t(stack_top - stack_bottom);
     c.uc.uc_link = nullptr;
     const auto p = reinterpret_cast<uintptr_t>(arg);
     makecontext(&c.uc, reinterpret_cast<void (*)()>(&ucontext_boot), 2, unsigned(p >> 32), unsigned(p));
@@ -210,6 +209,10 @@ struct Stacks {
         if (base) munmap(base, bytes);
     }
 
+    size_t guard = 0;
+
+    // Lowest usable byte of stack i, above its guard page.
+    char* bottom(unsigned i) const { return base + stride * i + guard; }
     // Top of stack i. Tops are staggered by a cache line per fiber so that
     // the hot frames of consecutive fibers do not all fall in one cache set.
     char* top(unsigned i) const { return base + stride * (i + 1) - size_t(i % 64) * 64; }
@@ -217,8 +220,7 @@ struct Stacks {
     bool reserve(unsigned n) {
         if (n <= count) return true;
         const size_t page = size_t(sysconf(_SC_PAGESIZE));
-        const size_t guard = page;
-        const size_t stride_new = kStackBytes + guard;
+        const size_t stride_new = kStackBytes + page;
         const size_t bytes_new = stride_new * n;
         void* p = mmap(nullptr, bytes_new, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                        -1, 0);
@@ -227,6 +229,7 @@ struct Stacks {
         base = static_cast<char*>(p);
         bytes = bytes_new;
         stride = stride_new;
+        guard = page;
         count = n;
         // A guard page below each stack turns an overflow into a fault rather
         // than silent corruption of the neighbouring fiber. Guards split the
@@ -297,9 +300,18 @@ void fiber_main(void* arg) {
     __builtin_unreachable();
 }
 
+// "(x, y, z)" of a linear index within `dims`.
+struct Index3 {
+    char text[48];
+    Index3(unsigned long long linear, const unsigned* dims) {
+        snprintf(text, sizeof text, "(%llu, %llu, %llu)", linear % dims[0], linear / dims[0] % dims[1],
+                 linear / (1ull * dims[0] * dims[1]));
+    }
+};
+
 void report_deadlock(Launch& l, const Coop& c) {
     unsigned at_block = 0, at_warp = 0;
-    unsigned first_block = c.n, first_warp = c.n;
+    unsigned first_block = 0, first_warp = 0;
     for (unsigned i = 0; i < c.n; ++i) {
         if (c.fibers[i].state == kAtBlockBarrier) {
             if (at_block++ == 0) first_block = i;
@@ -307,19 +319,23 @@ void report_deadlock(Launch& l, const Coop& c) {
             if (at_warp++ == 0) first_warp = i;
         }
     }
-    char where[160];
+    const unsigned* bd = l.desc.block;
+    char waiting[192];
     if (at_block > 0 && at_warp > 0) {
-        snprintf(where, sizeof where, "%u at __syncthreads() (first: thread %u), %u at a warp operation (first: thread %u)",
-                 at_block, first_block, at_warp, first_warp);
+        snprintf(waiting, sizeof waiting,
+                 "%u at __syncthreads() (first: thread %s), %u at a warp operation (first: thread %s)", at_block,
+                 Index3(first_block, bd).text, at_warp, Index3(first_warp, bd).text);
     } else if (at_block > 0) {
-        snprintf(where, sizeof where, "%u at __syncthreads() (first: thread %u)", at_block, first_block);
+        snprintf(waiting, sizeof waiting, "%u at __syncthreads() (first: thread %s)", at_block,
+                 Index3(first_block, bd).text);
     } else {
-        snprintf(where, sizeof where, "%u at a warp operation (first: thread %u)", at_warp, first_warp);
+        snprintf(waiting, sizeof waiting, "%u at a warp operation (first: thread %s)", at_warp,
+                 Index3(first_warp, bd).text);
     }
     l.fail(NETC_HOST_DEADLOCK,
-           "block %llu (linear index) of %u threads cannot proceed: %s, %u returned; every thread of the "
-           "block (of the warp, for warp operations) must reach the same barrier",
-           c.block, c.n, where, c.done);
+           "block %s of %u threads cannot proceed: %s, %u returned; every thread of the block (of the warp, "
+           "for warp operations) must reach the same barrier",
+           Index3(c.block, l.desc.grid).text, c.n, waiting, c.done);
 }
 
 void run_coop_block(Launch& l, unsigned long long block) {
@@ -350,7 +366,7 @@ void run_coop_block(Launch& l, unsigned long long block) {
         f.index = i;
         f.state = kReady;
         f.parity = 0;
-        context_init(f.ctx, ts.stacks.top(i), &f);
+        context_init(f.ctx, ts.stacks.bottom(i), ts.stacks.top(i), &f);
     }
     l.desc.setup(l.desc.ctx, block, &c->handle);
     context_switch(c->main, c->fibers[0].ctx);
@@ -404,13 +420,15 @@ public:
             std::lock_guard<std::mutex> lock(mu_);
             job_ = &l;
             ++generation_;
-            active_ = unsigned(threads_.size());
         }
         wake_.notify_all();
         work(l);
+        // Every block is claimed. Wait only for the workers that joined: one
+        // the OS has not scheduled yet (a busy machine) must not hold up the
+        // launch, and finds no job when it wakes.
         std::unique_lock<std::mutex> lock(mu_);
-        idle_.wait(lock, [this] { return active_ == 0; });
         job_ = nullptr;
+        idle_.wait(lock, [this] { return active_ == 0; });
     }
 
 private:
@@ -420,11 +438,10 @@ private:
             Launch* l;
             {
                 std::unique_lock<std::mutex> lock(mu_);
-                wake_.wait(lock, [&] { return generation_ != seen; });
-                // A launch ends only after every worker has left it, so no
-                // generation is ever skipped.
+                wake_.wait(lock, [&] { return generation_ != seen && job_ != nullptr; });
                 seen = generation_;
                 l = job_;
+                ++active_;
             }
             work(*l);
             std::lock_guard<std::mutex> lock(mu_);
@@ -529,9 +546,9 @@ unsigned long long warp_op(netc_host_block* rt, unsigned mask, unsigned long lon
     const unsigned present = lanes == 32 ? 0xffffffffu : (1u << lanes) - 1;
     if ((mask & present) != present) {
         rt->launch->fail(NETC_HOST_FAULT,
-                         "warp operation with mask 0x%08x in warp %u of block %llu: the host shim supports only "
+                         "warp operation with mask 0x%08x in warp %u of block %s: the host shim supports only "
                          "masks naming every lane of the warp",
-                         mask, w, c->block);
+                         mask, w, Index3(c->block, rt->launch->desc.grid).text);
     }
     const unsigned par = f->parity;
     // Two buffers alternate: a lane can only write the other one again after
