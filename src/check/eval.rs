@@ -197,6 +197,13 @@ impl<'a> Checker<'a> {
             }
             loss = self.loss(&mut b, &mut scope, &t);
         }
+        if self.errors > errors_before {
+            // After an error the rest of an expression is not evaluated, so
+            // "unused" would only echo it: warn about names never mentioned.
+            let mentioned = mentioned_names(&m.body);
+            b.layers.iter_mut().filter(|l| mentioned.contains(l.name.as_str())).for_each(|l| l.used = true);
+            scope.bindings.iter_mut().filter(|(n, _)| mentioned.contains(n.as_str())).for_each(|(_, v)| v.used = true);
+        }
         self.warn_unused(&scope, &b, &outputs);
         if self.errors > errors_before {
             return None;
@@ -1170,4 +1177,38 @@ fn elementwise(op: BinOp, a: SExpr, b: SExpr) -> Option<SExpr> {
         BinOp::Div => Some(a / b),
         BinOp::FloorDiv | BinOp::Rem | BinOp::MatMul => None,
     }
+}
+
+/// Every name an expression in these statements refers to.
+fn mentioned_names(body: &[ast::Stmt]) -> HashSet<&str> {
+    fn walk<'e>(e: &'e ast::Expr, out: &mut HashSet<&'e str>) {
+        match &e.kind {
+            ExprKind::Name(id) => {
+                out.insert(&id.name);
+            }
+            ExprKind::Call { callee, args } => {
+                out.insert(&callee.name);
+                args.iter().for_each(|a| walk(&a.value, out));
+            }
+            ExprKind::Pipe { lhs, rhs } | ExprKind::Binary { lhs, rhs, .. } => {
+                walk(lhs, out);
+                walk(rhs, out);
+            }
+            ExprKind::Neg(inner) => walk(inner, out),
+            ExprKind::List(items) => items.iter().for_each(|i| walk(i, out)),
+            _ => {}
+        }
+    }
+    let mut out = HashSet::new();
+    for stmt in body {
+        match stmt {
+            ast::Stmt::Let { value, .. } | ast::Stmt::Return { value, .. } | ast::Stmt::Output { value: Some(value), .. } => walk(value, &mut out),
+            ast::Stmt::Output { name, value: None, .. } => {
+                out.insert(&name.name);
+            }
+            ast::Stmt::Train(t) => t.settings.iter().for_each(|s| walk(&s.value, &mut out)),
+            _ => {}
+        }
+    }
+    out
 }

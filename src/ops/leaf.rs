@@ -34,6 +34,23 @@ pub struct Param {
     pub trainable: bool,
 }
 
+impl Param {
+    /// A fresh value drawn as PyTorch's `reset_parameters` would (the same
+    /// distributions; PyTorch's own random stream cannot be reproduced).
+    pub fn initial_value(&self, rng: &mut crate::rng::Rng) -> crate::tensor::Tensor {
+        let dims = self.ty.dims().unwrap_or_default();
+        let n: usize = dims.iter().product();
+        let values: Vec<f64> = (0..n)
+            .map(|_| match self.init {
+                Init::Uniform(bound) => rng.range(-bound, bound),
+                Init::Normal(std) => rng.normal() * std,
+                Init::Const(v) => v,
+            })
+            .collect();
+        crate::tensor::Tensor::f64(dims, values).cast(self.ty.dtype)
+    }
+}
+
 macro_rules! leaf {
     ($t:ty, $name:literal) => {
         impl Primitive for $t {

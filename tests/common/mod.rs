@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cases;
+pub mod device;
 pub mod gradcheck;
 pub mod nvrtc;
 

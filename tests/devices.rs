@@ -1,0 +1,16 @@
+//! The cpu device (generated CUDA C on the host shim), with both the CPU
+//! and the GPU schedules, against the reference evaluator: every op case on
+//! random shapes, and every example model.
+
+mod common;
+
+use common::{cases, device::check_against_reference};
+
+#[test]
+fn every_op_case_matches_the_reference() {
+    for seed in [1, 2] {
+        for c in cases::all(seed) {
+            check_against_reference(&format!("{} (seed {seed})", c.name), &c.case.graph, &c.case.values, 1e-5);
+        }
+    }
+}
