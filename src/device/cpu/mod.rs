@@ -125,8 +125,8 @@ pub enum HostError {
     },
     #[error("cannot load {}: {reason}", path.display())]
     Load { path: PathBuf, reason: String },
-    #[error("invalid host kernel signature: {0}")]
-    Signature(String),
+    #[error("invalid host module description: {0}")]
+    Invalid(String),
     #[error("bad launch of kernel `{kernel}`: {reason}")]
     BadLaunch { kernel: String, reason: String },
     #[error("kernel `{kernel}` deadlocked: {detail}")]
@@ -230,7 +230,7 @@ impl HostModule {
                 && *name != ".."
                 && *name != MAIN;
             if !plain || *name == toolchain::HEADER_NAME {
-                return Err(HostError::Signature(format!(
+                return Err(HostError::Invalid(format!(
                     "header name {name:?} must be a plain file name other than {} and {MAIN}",
                     toolchain::HEADER_NAME
                 )));
