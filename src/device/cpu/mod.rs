@@ -21,6 +21,8 @@
 //!   parameters as in [`HostKernelSig`]; the glue checks the kernel's exact
 //!   parameter types at compile time. A launch with more threads per block
 //!   than `__launch_bounds__` allows is refused, as CUDA refuses it.
+//! - `__device__` (functions and globals), `__host__`, `__forceinline__`,
+//!   `__noinline__`, `__constant__` (an ordinary global on the host).
 //! - `__shared__` arrays declared in a kernel or device function (no
 //!   `extern __shared__`); `__syncthreads`, `__syncwarp`, `__shfl{,_up,_down,
 //!   _xor}_sync` on any type of up to 8 bytes, with CUDA's `width` semantics;
