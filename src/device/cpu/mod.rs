@@ -30,6 +30,8 @@
 //! - every thread of a block must reach every `__syncthreads()` (every lane
 //!   of a warp every warp operation): a thread that returns early while
 //!   others wait is reported as a deadlock, although GPUs tolerate it.
+//!   Fibers switch only there: a thread that spins on memory another thread
+//!   of its block is to write, without a barrier in between, hangs.
 //! - atomics: `atomicAdd` (int, unsigned, unsigned long long, float, double),
 //!   `atomicMax`/`atomicMin` (int, unsigned), `atomicExch` (int, float),
 //!   `atomicCAS` (int, unsigned, unsigned long long); relaxed, as on the GPU.
@@ -44,20 +46,21 @@
 //! - identifiers starting with `netc_host_` are reserved.
 //!
 //! Measured on the development machine (2-core AMD EPYC shared with other
-//! builds, load 2–4, g++ 12.2, `cargo bench --bench host_shim`):
+//! engineers' builds, load 2–3, g++ 12.2, `cargo bench --bench host_shim`;
+//! expect a few tens of percent of noise):
 //!
 //! | what | time |
 //! |---|---|
-//! | tiled matmul 256³, 16×16 tiles (cooperative), 2 threads | 45–63 ms |
-//! | row softmax 256×1000, shuffles + shared memory, 2 threads | 37–48 ms |
-//! | elementwise 10M (barrier-free), 2 threads | 22–25 ms |
-//! | the same as a plain Rust loop, 1 thread | 55 ms |
-//! | launch overhead (one element) | 0.5 µs |
-//! | fiber switch at a barrier | 13 ns |
-//! | compile, small model (3 kernels), cold | 250–300 ms |
+//! | tiled matmul 256³, 16×16 tiles (cooperative), 2 threads | 49 ms |
+//! | row softmax 256×1000, shuffles + shared memory, 2 threads | 17 ms |
+//! | elementwise 10M (barrier-free), 2 threads | 25–28 ms |
+//! | the same as a plain Rust loop, 1 thread | 62 ms |
+//! | launch overhead (one element) | 0.4 µs |
+//! | fiber switch at a barrier or shuffle, per CUDA thread | 9–15 ns |
+//! | compile, small model (3 kernels), cold | 250–330 ms |
 //! | compile, one elementwise kernel, cold | 110 ms |
-//! | compile, cached | 0.1–0.15 ms |
-//! | runtime object, cold (once per compiler) | 1.3 s |
+//! | compile, cached | 0.1 ms |
+//! | runtime object, cold (once per compiler and CPU) | 1.3 s |
 
 mod glue;
 mod toolchain;
