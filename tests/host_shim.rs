@@ -671,6 +671,8 @@ fn deadlocks_and_misuse_are_errors_not_hangs() {
         other => panic!("expected a mask error, got {other:?}"),
     }
     // The abandoned fibers leave nothing behind.
+    assert_eq!(m.kernel_index("fine"), Some(4));
+    assert_eq!(m.kernel_index("missing"), None);
     run(4, &mut buf).unwrap();
     assert!(buf.iter().all(|&v| v == 7));
 }
