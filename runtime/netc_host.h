@@ -103,6 +103,9 @@ constexpr int warpSize = 32;
 #define __device__
 #define __host__
 #define __forceinline__ inline __attribute__((always_inline))
+#define __noinline__ __attribute__((noinline))
+// Constant memory is an ordinary global: kernels only read it.
+#define __constant__
 #define __launch_bounds__(...)
 // One block runs on one OS thread at a time, and blocks of a launch run on
 // several OS threads at once: shared memory is per OS thread.

@@ -17,13 +17,12 @@
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <mutex>
 #include <new>
 #include <thread>
 #include <vector>
 
-#if !defined(__x86_64__) || defined(NETC_HOST_UCONTEXT)
+#if !defined(__x86_64__) || !defined(__ELF__) || defined(NETC_HOST_UCONTEXT)
 #define NETC_HOST_USE_UCONTEXT 1
 #include <ucontext.h>
 #endif

@@ -671,6 +671,8 @@ fn deadlocks_and_misuse_are_errors_not_hangs() {
         other => panic!("expected a mask error, got {other:?}"),
     }
     // The abandoned fibers leave nothing behind.
+    assert_eq!(m.kernel_index("fine"), Some(4));
+    assert_eq!(m.kernel_index("missing"), None);
     run(4, &mut buf).unwrap();
     assert!(buf.iter().all(|&v| v == 7));
 }
@@ -919,6 +921,59 @@ fn integer_builtins_overloads_and_bit_casts() {
 }
 
 #[test]
+fn function_and_variable_qualifiers() {
+    let m = compile(
+        r#"
+__constant__ float weights[4] = {0.5f, -1.0f, 2.0f, 0.25f};
+__device__ int calls;
+
+__device__ __noinline__ float dot4(const float* v) {
+    float s = 0.0f;
+    for (int i = 0; i < 4; ++i) s += weights[i] * v[i];
+    return s;
+}
+
+static __host__ __device__ __forceinline__ float twice(float v) { return 2.0f * v; }
+
+extern "C" __global__ void qualified(float* out, const float* x) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    out[i] = twice(dot4(x + 4 * i));
+    atomicAdd(&calls, 1);
+}
+
+extern "C" __global__ void read_calls(int* count) { *count = atomicExch(&calls, 0); }
+"#,
+        &[
+            sig("qualified", vec![ptr(CType::F32), cptr(CType::F32)], false),
+            sig("read_calls", vec![ptr(CType::I32)], false),
+        ],
+    );
+    let n = 64;
+    let x = values(4 * n, 12);
+    let mut y = vec![f32::NAN; n];
+    let mut count = -1i32;
+    unsafe {
+        m.launch(0, [2, 1, 1], [32, 1, 1], &[out(&mut y), inp(&x)])
+            .unwrap();
+        m.launch(
+            1,
+            [1, 1, 1],
+            [1, 1, 1],
+            &[HostArg::Ptr(&mut count as *mut i32 as *mut c_void)],
+        )
+        .unwrap();
+    }
+    let w = [0.5f32, -1.0, 2.0, 0.25];
+    let want: Vec<f32> = x
+        .chunks(4)
+        .map(|v| 2.0 * v.iter().zip(&w).map(|(a, b)| a * b).sum::<f32>())
+        .collect();
+    assert_close(&y, &want, 1e-6, "qualified");
+    // A `__device__` variable is one global shared by all blocks.
+    assert_eq!(count, n as i32);
+}
+
+#[test]
 fn compile_errors_carry_the_log() {
     let err = try_compile(
         "extern \"C\" __global__ void broken(int* out) { out[0] = no_such_name; }",
@@ -1018,7 +1073,7 @@ fn bad_launches_are_refused() {
 fn header_names_must_be_plain() {
     for name in ["../x.h", "netc_host.h", "", "dir/x.h"] {
         let r = HostModule::compile("", &[(name, "")], &[], Some(cache()));
-        assert!(matches!(r, Err(HostError::Signature(_))), "{name:?}");
+        assert!(matches!(r, Err(HostError::Invalid(_))), "{name:?}");
     }
 }
 

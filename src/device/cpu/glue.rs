@@ -48,19 +48,19 @@ pub(super) fn validate(kernels: &[HostKernelSig]) -> Result<(), HostError> {
         let ident = matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
             && chars.all(|c| c == '_' || c.is_ascii_alphanumeric());
         if !ident {
-            return Err(HostError::Signature(format!(
+            return Err(HostError::Invalid(format!(
                 "kernel name {:?} is not a C identifier",
                 k.name
             )));
         }
         if k.name.starts_with("netc_host_") {
-            return Err(HostError::Signature(format!(
+            return Err(HostError::Invalid(format!(
                 "kernel name `{}` uses the prefix netc_host_, reserved for the host shim",
                 k.name
             )));
         }
         if !seen.insert(k.name.as_str()) {
-            return Err(HostError::Signature(format!(
+            return Err(HostError::Invalid(format!(
                 "kernel `{}` is listed twice",
                 k.name
             )));
@@ -214,13 +214,13 @@ mod tests {
         assert!(validate(&[sig("ok_1"), sig("_b")]).is_ok());
         for bad in ["1x", "a-b", "", "netc_host_x"] {
             assert!(
-                matches!(validate(&[sig(bad)]), Err(HostError::Signature(_))),
+                matches!(validate(&[sig(bad)]), Err(HostError::Invalid(_))),
                 "{bad:?}"
             );
         }
         assert!(matches!(
             validate(&[sig("a"), sig("a")]),
-            Err(HostError::Signature(_))
+            Err(HostError::Invalid(_))
         ));
     }
 }

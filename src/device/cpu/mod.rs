@@ -21,6 +21,8 @@
 //!   parameters as in [`HostKernelSig`]; the glue checks the kernel's exact
 //!   parameter types at compile time. A launch with more threads per block
 //!   than `__launch_bounds__` allows is refused, as CUDA refuses it.
+//! - `__device__` (functions and globals), `__host__`, `__forceinline__`,
+//!   `__noinline__`, `__constant__` (an ordinary global on the host).
 //! - `__shared__` arrays declared in a kernel or device function (no
 //!   `extern __shared__`); `__syncthreads`, `__syncwarp`, `__shfl{,_up,_down,
 //!   _xor}_sync` on any type of up to 8 bytes, with CUDA's `width` semantics;
@@ -28,6 +30,8 @@
 //! - every thread of a block must reach every `__syncthreads()` (every lane
 //!   of a warp every warp operation): a thread that returns early while
 //!   others wait is reported as a deadlock, although GPUs tolerate it.
+//!   Fibers switch only there: a thread that spins on memory another thread
+//!   of its block is to write, without a barrier in between, hangs.
 //! - atomics: `atomicAdd` (int, unsigned, unsigned long long, float, double),
 //!   `atomicMax`/`atomicMin` (int, unsigned), `atomicExch` (int, float),
 //!   `atomicCAS` (int, unsigned, unsigned long long); relaxed, as on the GPU.
@@ -42,20 +46,21 @@
 //! - identifiers starting with `netc_host_` are reserved.
 //!
 //! Measured on the development machine (2-core AMD EPYC shared with other
-//! builds, load 2–4, g++ 12.2, `cargo bench --bench host_shim`):
+//! engineers' builds, load 2–3, g++ 12.2, `cargo bench --bench host_shim`;
+//! expect a few tens of percent of noise):
 //!
 //! | what | time |
 //! |---|---|
-//! | tiled matmul 256³, 16×16 tiles (cooperative), 2 threads | 45–63 ms |
-//! | row softmax 256×1000, shuffles + shared memory, 2 threads | 37–48 ms |
-//! | elementwise 10M (barrier-free), 2 threads | 22–25 ms |
-//! | the same as a plain Rust loop, 1 thread | 55 ms |
-//! | launch overhead (one element) | 0.5 µs |
-//! | fiber switch at a barrier | 13 ns |
-//! | compile, small model (3 kernels), cold | 250–300 ms |
+//! | tiled matmul 256³, 16×16 tiles (cooperative), 2 threads | 49 ms |
+//! | row softmax 256×1000, shuffles + shared memory, 2 threads | 17 ms |
+//! | elementwise 10M (barrier-free), 2 threads | 25–28 ms |
+//! | the same as a plain Rust loop, 1 thread | 62 ms |
+//! | launch overhead (one element) | 0.4 µs |
+//! | fiber switch at a barrier or shuffle, per CUDA thread | 9–15 ns |
+//! | compile, small model (3 kernels), cold | 250–330 ms |
 //! | compile, one elementwise kernel, cold | 110 ms |
-//! | compile, cached | 0.1–0.15 ms |
-//! | runtime object, cold (once per compiler) | 1.3 s |
+//! | compile, cached | 0.1 ms |
+//! | runtime object, cold (once per compiler and CPU) | 1.3 s |
 
 mod glue;
 mod toolchain;
@@ -125,8 +130,8 @@ pub enum HostError {
     },
     #[error("cannot load {}: {reason}", path.display())]
     Load { path: PathBuf, reason: String },
-    #[error("invalid host kernel signature: {0}")]
-    Signature(String),
+    #[error("invalid host module description: {0}")]
+    Invalid(String),
     #[error("bad launch of kernel `{kernel}`: {reason}")]
     BadLaunch { kernel: String, reason: String },
     #[error("kernel `{kernel}` deadlocked: {detail}")]
@@ -230,7 +235,7 @@ impl HostModule {
                 && *name != ".."
                 && *name != MAIN;
             if !plain || *name == toolchain::HEADER_NAME {
-                return Err(HostError::Signature(format!(
+                return Err(HostError::Invalid(format!(
                     "header name {name:?} must be a plain file name other than {} and {MAIN}",
                     toolchain::HEADER_NAME
                 )));

@@ -73,10 +73,6 @@ impl HostToolchain {
         })
     }
 
-    pub fn compiler(&self) -> &Path {
-        &self.cxx
-    }
-
     /// Flags for a model object. `-march=native` only where the CPU can be
     /// identified, since the CPU then becomes part of the cache key.
     pub(super) fn model_flags(&self) -> Vec<String> {
