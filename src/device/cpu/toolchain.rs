@@ -95,12 +95,10 @@ impl HostToolchain {
         if self.cpu.is_some() {
             flags.push("-march=native".to_string());
         }
-        // TLS descriptors: the model's thread-local state (CUDA indices,
-        // shared memory) is read after every fiber switch, and the default
-        // dialect pays a full __tls_get_addr call each time. GCC's spelling.
-        if cfg!(target_arch = "x86_64") && self.version.contains("Free Software Foundation") {
-            flags.push("-mtls-dialect=gnu2".to_string());
-        }
+        // No TLS descriptors (`-mtls-dialect=gnu2`), though they are faster:
+        // once a process has loaded about ten models, glibc before 2.39 serves
+        // their thread-locals through `_dl_tlsdesc_dynamic`, which clobbers
+        // vector registers (glibc bug 31372) and corrupted launch arguments.
         // Extra flags, last so they win: `-g -O0` to debug a kernel, say.
         if let Ok(extra) = std::env::var("NETC_HOST_CXXFLAGS") {
             flags.extend(extra.split_whitespace().map(String::from));
