@@ -2,6 +2,8 @@
 //! `Executable` is what `netc eval`, `netc run` and the tests drive: write
 //! the leaves, run every kernel in order, read any buffer back.
 
+pub mod bind;
+
 use crate::codegen::ctx::CodegenError;
 use crate::codegen::kir::CTy;
 use crate::codegen::{generate, Program, Target};

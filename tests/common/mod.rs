@@ -5,6 +5,7 @@ pub mod cases;
 pub mod device;
 pub mod gradcheck;
 pub mod nvrtc;
+pub mod torch;
 
 use netc::ir::{Dim, Graph, NodeId, Origin, TensorType};
 use netc::ops::{Init, Param};
@@ -51,4 +52,16 @@ impl Case {
         let label = op.to_string();
         self.graph.add(op, operands, Origin::named(label)).unwrap_or_else(|e| panic!("{e}"))
     }
+}
+
+/// Parses and checks a `.net` file; panics with rendered diagnostics on errors.
+pub fn load_model(path: &std::path::Path, mode: netc::check::Mode) -> netc::check::Model {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = netc::diag::SourceFile::new(path.display().to_string(), text);
+    let ast = netc::syntax::parse(&file).unwrap_or_else(|d| panic!("{}", file.render(&d, false)));
+    let mut checked = netc::check::check(&ast, mode);
+    if checked.has_errors() {
+        panic!("{}", file.render(&checked.diagnostics, false));
+    }
+    checked.models.swap_remove(0)
 }
