@@ -8,20 +8,20 @@
 //! Primitive ops live in `ops`, each with its shape rule, reference
 //! evaluation, backward rule and lowering in one file.
 
-pub mod data;
-pub mod device;
-pub mod diag;
-pub mod io;
-pub mod syntax;
-pub mod tensor;
 pub mod autodiff;
 pub mod check;
 pub mod cli;
+pub mod codegen;
+pub mod data;
+pub mod device;
+pub mod diag;
+pub mod exec;
+pub mod io;
 pub mod ir;
 pub mod ops;
+pub mod passes;
 pub mod reference;
 pub mod rng;
-pub mod codegen;
-pub mod passes;
-pub mod exec;
+pub mod syntax;
+pub mod tensor;
 pub mod train;

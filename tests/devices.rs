@@ -11,7 +11,12 @@ fn every_op_case_matches_the_reference() {
     for seed in [1, 2] {
         for c in cases::all(seed) {
             eprintln!("{} (seed {seed})", c.name);
-            check_against_reference(&format!("{} (seed {seed})", c.name), &c.case.graph, &c.case.values, 1e-5);
+            check_against_reference(
+                &format!("{} (seed {seed})", c.name),
+                &c.case.graph,
+                &c.case.values,
+                1e-5,
+            );
         }
     }
 }

@@ -22,11 +22,18 @@ fn check_example(name: &str, mode: Mode, seed: u64) {
     let model = load_model(&path, mode);
     let mut rng = Rng::new(seed);
     let batch = rng.int(1, 4) as i64;
-    let graph = model.graph.specialize(&HashMap::from([("B".to_string(), batch)])).unwrap();
-    let mut values: HashMap<String, RefTensor<f64>> =
-        initial_params(&graph, seed).iter().map(|(k, t)| (k.clone(), RefTensor::from_tensor(t))).collect();
+    let graph = model
+        .graph
+        .specialize(&HashMap::from([("B".to_string(), batch)]))
+        .unwrap();
+    let mut values: HashMap<String, RefTensor<f64>> = initial_params(&graph, seed)
+        .iter()
+        .map(|(k, t)| (k.clone(), RefTensor::from_tensor(t)))
+        .collect();
     for &id in &graph.inputs {
-        let Op::Input(input) = graph.op(id) else { continue };
+        let Op::Input(input) = graph.op(id) else {
+            continue;
+        };
         let dims = graph.ty(id).dims().unwrap();
         let n: usize = dims.iter().product();
         let data = match input.ty.dtype {
@@ -40,7 +47,12 @@ fn check_example(name: &str, mode: Mode, seed: u64) {
     if let Some(loss) = model.loss {
         graph.outputs.push(("loss".into(), loss));
     }
-    check_against_reference(&format!("{name} ({mode:?}, B = {batch})"), &graph, &values, 1e-5);
+    check_against_reference(
+        &format!("{name} ({mode:?}, B = {batch})"),
+        &graph,
+        &values,
+        1e-5,
+    );
 }
 
 #[test]

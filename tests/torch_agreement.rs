@@ -17,16 +17,28 @@ fn agree(model: &str) {
     let net = Path::new(env!("CARGO_MANIFEST_DIR")).join(meta["net"].as_str().unwrap());
     let checked = load_model(&net, Mode::Eval);
     let weights = torch::weights(&meta);
-    check_weights(&checked.graph, &weights, false).unwrap_or_else(|p| panic!("{model}: {}", p.join("; ")));
+    check_weights(&checked.graph, &weights, false)
+        .unwrap_or_else(|p| panic!("{model}: {}", p.join("; ")));
     let inputs = torch::files(&meta, "inputs");
     let expected = torch::files(&meta, "outputs");
-    let bound: Vec<_> = inputs.iter().map(|(n, t)| (checked.graph.input_named(n).expect("input"), t)).collect();
+    let bound: Vec<_> = inputs
+        .iter()
+        .map(|(n, t)| (checked.graph.input_named(n).expect("input"), t))
+        .collect();
     let sizes = infer_sizes(&checked.graph, &bound).unwrap_or_else(|e| panic!("{model}: {e}"));
     let graph = checked.graph.specialize(&sizes).unwrap();
-    let required: Vec<_> = expected.iter().map(|(n, _)| graph.output_named(n).expect("output")).collect();
+    let required: Vec<_> = expected
+        .iter()
+        .map(|(n, _)| graph.output_named(n).expect("output"))
+        .collect();
     for target in [Target::Cpu, Target::Gpu] {
-        let options = Options { cache: Some(test_cache()), target: Some(target), source: None };
-        let mut exe = Executable::new(graph.clone(), &required, &Device::Cpu, &options).unwrap_or_else(|e| panic!("{model}: {e}"));
+        let options = Options {
+            cache: Some(test_cache()),
+            target: Some(target),
+            source: None,
+        };
+        let mut exe = Executable::new(graph.clone(), &required, &Device::Cpu, &options)
+            .unwrap_or_else(|e| panic!("{model}: {e}"));
         for (name, id) in param_nodes(&graph) {
             if exe.plan.slot_of.contains_key(&id) {
                 exe.write(id, &weights[&name]).unwrap();
@@ -40,7 +52,11 @@ fn agree(model: &str) {
             let got = exe.read(id).unwrap();
             assert_eq!(got.shape, want.shape, "{model}.{name}: shape");
             let err = relative_error(&got.to_f64_vec(), &want.to_f64_vec());
-            assert!(err <= 1e-5, "{model}.{name} ({} schedule): relative error {err:e} against PyTorch", target.name());
+            assert!(
+                err <= 1e-5,
+                "{model}.{name} ({} schedule): relative error {err:e} against PyTorch",
+                target.name()
+            );
         }
     }
 }

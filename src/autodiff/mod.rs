@@ -58,7 +58,14 @@ impl<'a> AdCtx<'a> {
         let summed = if axes.is_empty() {
             node
         } else {
-            self.add(Reduce { kind: ReduceKind::Sum, axes, keepdim: false }, &[node])?
+            self.add(
+                Reduce {
+                    kind: ReduceKind::Sum,
+                    axes,
+                    keepdim: false,
+                },
+                &[node],
+            )?
         };
         self.reshape(summed, shape.to_vec())
     }
@@ -69,22 +76,37 @@ pub enum AutodiffError {
     #[error("the loss must be a scalar, but `{name}` has type {ty}")]
     NotScalar { name: String, ty: TensorType },
     #[error("while differentiating `{name}` ({op}): {source}")]
-    Rule { name: String, op: String, source: OpError },
+    Rule {
+        name: String,
+        op: String,
+        source: OpError,
+    },
 }
 
 /// Adds the backward graph of `loss` to `graph` and returns, for each node
 /// in `wrt`, the node holding d loss / d node (absent when the loss does not
 /// depend on it).
-pub fn gradients(graph: &mut Graph, loss: NodeId, wrt: &[NodeId]) -> Result<HashMap<NodeId, NodeId>, AutodiffError> {
+pub fn gradients(
+    graph: &mut Graph,
+    loss: NodeId,
+    wrt: &[NodeId],
+) -> Result<HashMap<NodeId, NodeId>, AutodiffError> {
     let loss_ty = graph.ty(loss).clone();
     if !loss_ty.shape.is_empty() {
-        return Err(AutodiffError::NotScalar { name: graph.node(loss).origin.name.clone(), ty: loss_ty });
+        return Err(AutodiffError::NotScalar {
+            name: graph.node(loss).origin.name.clone(),
+            ty: loss_ty,
+        });
     }
     let needed = nodes_between(graph, loss, wrt);
     let mut pending: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
     let seed = {
-        let mut ad = AdCtx::new(graph, Origin::named(format!("d({})", graph_name(graph, loss))));
-        ad.map(lit(1.0), &[]).map_err(|e| rule_error(graph_name(ad.g, loss), "seed", e))?
+        let mut ad = AdCtx::new(
+            graph,
+            Origin::named(format!("d({})", graph_name(graph, loss))),
+        );
+        ad.map(lit(1.0), &[])
+            .map_err(|e| rule_error(graph_name(ad.g, loss), "seed", e))?
     };
     pending.insert(loss, vec![seed]);
     let mut grads = HashMap::new();
@@ -92,18 +114,23 @@ pub fn gradients(graph: &mut Graph, loss: NodeId, wrt: &[NodeId]) -> Result<Hash
         if !needed[id.index()] {
             continue;
         }
-        let Some(parts) = pending.remove(&id) else { continue };
+        let Some(parts) = pending.remove(&id) else {
+            continue;
+        };
         let node = graph.node(id).clone();
         let origin = Origin::new(format!("d({})", node.origin.name), node.origin.span.clone());
         let mut ad = AdCtx::new(graph, origin);
-        let grad = accumulate(&mut ad, &parts).map_err(|e| rule_error(node.origin.name.clone(), "sum of gradients", e))?;
+        let grad = accumulate(&mut ad, &parts)
+            .map_err(|e| rule_error(node.origin.name.clone(), "sum of gradients", e))?;
         grads.insert(id, grad);
         if matches!(node.op, Op::Input(_) | Op::Param(_)) {
             continue;
         }
         let operands = ad.g.operands(id);
-        let operand_grads =
-            node.op.backward(&mut ad, id, grad).map_err(|e| rule_error(node.origin.name.clone(), &node.op.to_string(), e))?;
+        let operand_grads = node
+            .op
+            .backward(&mut ad, id, grad)
+            .map_err(|e| rule_error(node.origin.name.clone(), &node.op.to_string(), e))?;
         for (operand, g) in operands.into_iter().zip(operand_grads) {
             if let Some(g) = g {
                 if needed[operand.index()] {
@@ -112,7 +139,10 @@ pub fn gradients(graph: &mut Graph, loss: NodeId, wrt: &[NodeId]) -> Result<Hash
             }
         }
     }
-    Ok(wrt.iter().filter_map(|w| grads.get(w).map(|g| (*w, *g))).collect())
+    Ok(wrt
+        .iter()
+        .filter_map(|w| grads.get(w).map(|g| (*w, *g)))
+        .collect())
 }
 
 fn graph_name(graph: &Graph, id: NodeId) -> String {
@@ -120,7 +150,11 @@ fn graph_name(graph: &Graph, id: NodeId) -> String {
 }
 
 fn rule_error(name: String, op: &str, source: OpError) -> AutodiffError {
-    AutodiffError::Rule { name, op: op.to_string(), source }
+    AutodiffError::Rule {
+        name,
+        op: op.to_string(),
+        source,
+    }
 }
 
 /// One node summing all contributions to a gradient.
@@ -147,7 +181,9 @@ fn nodes_between(graph: &Graph, loss: NodeId, wrt: &[NodeId]) -> Vec<bool> {
         from_wrt[w.index()] = true;
     }
     for id in graph.topo_order() {
-        if graph.operands(id).iter().any(|o| from_wrt[o.index()]) && !matches!(graph.op(id), Op::Detach(_)) {
+        if graph.operands(id).iter().any(|o| from_wrt[o.index()])
+            && !matches!(graph.op(id), Op::Detach(_))
+        {
             from_wrt[id.index()] = true;
         }
     }

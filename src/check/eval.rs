@@ -75,7 +75,13 @@ struct Build {
 
 impl<'a> Checker<'a> {
     pub fn new(ast: &'a ast::File, mode: Mode) -> Checker<'a> {
-        Checker { ast, mode, blocks: HashMap::new(), diags: Vec::new(), errors: 0 }
+        Checker {
+            ast,
+            mode,
+            blocks: HashMap::new(),
+            diags: Vec::new(),
+            errors: 0,
+        }
     }
 
     pub fn run(mut self) -> Checked {
@@ -86,18 +92,26 @@ impl<'a> Checker<'a> {
                 ast::Item::Block(b) => (&b.name, "block"),
             };
             if let Some(first) = item_names.get(name.name.as_str()) {
-                let d = Diagnostic::error("E0103", format!("the {kind} name `{}` is defined twice", name.name))
-                    .primary(name.span.clone(), "defined again here")
-                    .secondary(first.clone(), "first defined here");
+                let d = Diagnostic::error(
+                    "E0103",
+                    format!("the {kind} name `{}` is defined twice", name.name),
+                )
+                .primary(name.span.clone(), "defined again here")
+                .secondary(first.clone(), "first defined here");
                 self.report(d);
                 continue;
             }
             item_names.insert(&name.name, name.span.clone());
             if let ast::Item::Block(b) = item {
-                if library::function(&b.name.name).is_some() || library::layer_type(&b.name.name).is_some() {
-                    let d = Diagnostic::error("E0103", format!("block `{}` has the name of a built-in", b.name.name))
-                        .primary(b.name.span.clone(), "this name is taken by the library")
-                        .help("rename the block");
+                if library::function(&b.name.name).is_some()
+                    || library::layer_type(&b.name.name).is_some()
+                {
+                    let d = Diagnostic::error(
+                        "E0103",
+                        format!("block `{}` has the name of a built-in", b.name.name),
+                    )
+                    .primary(b.name.span.clone(), "this name is taken by the library")
+                    .help("rename the block");
                     self.report(d);
                     continue;
                 }
@@ -126,10 +140,19 @@ impl<'a> Checker<'a> {
                 built.push(model);
             }
         }
-        self.diags.sort_by_key(|d| d.primary_span().map_or(0, |s| s.start));
+        self.diags
+            .sort_by_key(|d| d.primary_span().map_or(0, |s| s.start));
         let mut seen = HashSet::new();
-        self.diags.retain(|d| seen.insert((d.message.clone(), d.primary_span().map(|s| (s.start, s.end)))));
-        Checked { models: built, diagnostics: self.diags }
+        self.diags.retain(|d| {
+            seen.insert((
+                d.message.clone(),
+                d.primary_span().map(|s| (s.start, s.end)),
+            ))
+        });
+        Checked {
+            models: built,
+            diagnostics: self.diags,
+        }
     }
 
     fn report(&mut self, d: Diagnostic) {
@@ -153,13 +176,21 @@ impl<'a> Checker<'a> {
         let mut outputs: HashMap<String, Span> = HashMap::new();
         for stmt in &m.body {
             match stmt {
-                ast::Stmt::Input { name, ty, span } => self.input(&mut b, &mut scope, name, ty, span),
+                ast::Stmt::Input { name, ty, span } => {
+                    self.input(&mut b, &mut scope, name, ty, span)
+                }
                 ast::Stmt::Let { name, value, .. } => {
                     let v = self.binding_value(&mut b, &mut scope, name, value);
-                    let kind = if matches!(v, Value::Layer(_)) { BindingKind::Layer } else { BindingKind::Value };
+                    let kind = if matches!(v, Value::Layer(_)) {
+                        BindingKind::Layer
+                    } else {
+                        BindingKind::Value
+                    };
                     self.define(&mut scope, name, v, kind);
                 }
-                ast::Stmt::Output { name, value, span } => self.output(&mut b, &mut scope, &mut outputs, name, value.as_ref(), span),
+                ast::Stmt::Output { name, value, span } => {
+                    self.output(&mut b, &mut scope, &mut outputs, name, value.as_ref(), span)
+                }
                 ast::Stmt::Return { span, .. } => self.report(
                     Diagnostic::error("E0400", "`return` outside of a block")
                         .primary(span.clone(), "models name their results with `output`")
@@ -201,8 +232,15 @@ impl<'a> Checker<'a> {
             // After an error the rest of an expression is not evaluated, so
             // "unused" would only echo it: warn about names never mentioned.
             let mentioned = mentioned_names(&m.body);
-            b.layers.iter_mut().filter(|l| mentioned.contains(l.name.as_str())).for_each(|l| l.used = true);
-            scope.bindings.iter_mut().filter(|(n, _)| mentioned.contains(n.as_str())).for_each(|(_, v)| v.used = true);
+            b.layers
+                .iter_mut()
+                .filter(|l| mentioned.contains(l.name.as_str()))
+                .for_each(|l| l.used = true);
+            scope
+                .bindings
+                .iter_mut()
+                .filter(|(n, _)| mentioned.contains(n.as_str()))
+                .for_each(|(_, v)| v.used = true);
         }
         self.warn_unused(&scope, &b, &outputs);
         if self.errors > errors_before {
@@ -225,7 +263,11 @@ impl<'a> Checker<'a> {
     fn loss(&mut self, b: &mut Build, scope: &mut Scope, t: &ast::TrainSection) -> Option<NodeId> {
         let setting = t.settings.iter().find(|s| s.key.name == "loss")?;
         match self.expr_named(b, scope, &setting.value, "loss") {
-            Value::Tensor(id) if b.graph.ty(id).shape.is_empty() && b.graph.ty(id).dtype.is_float() => Some(id),
+            Value::Tensor(id)
+                if b.graph.ty(id).shape.is_empty() && b.graph.ty(id).dtype.is_float() =>
+            {
+                Some(id)
+            }
             Value::Tensor(id) => {
                 let ty = b.graph.ty(id).clone();
                 self.report(
@@ -238,8 +280,11 @@ impl<'a> Checker<'a> {
             Value::Error => None,
             other => {
                 self.report(
-                    Diagnostic::error("E0200", format!("the loss must be a tensor, found {}", other.kind()))
-                        .primary(setting.value.span.clone(), "not a loss"),
+                    Diagnostic::error(
+                        "E0200",
+                        format!("the loss must be a tensor, found {}", other.kind()),
+                    )
+                    .primary(setting.value.span.clone(), "not a loss"),
                 );
                 None
             }
@@ -257,10 +302,18 @@ impl<'a> Checker<'a> {
         }
         for name in &scope.order {
             let binding = &scope.bindings[name];
-            if binding.used || outputs.contains_key(name) || binding.kind == BindingKind::Layer || name.starts_with('_') {
+            if binding.used
+                || outputs.contains_key(name)
+                || binding.kind == BindingKind::Layer
+                || name.starts_with('_')
+            {
                 continue;
             }
-            let what = if binding.kind == BindingKind::Input { "input" } else { "value" };
+            let what = if binding.kind == BindingKind::Input {
+                "input"
+            } else {
+                "value"
+            };
             self.report(
                 Diagnostic::warning("W0002", format!("unused {what} `{name}`"))
                     .primary(binding.span.clone(), "never used")
@@ -269,19 +322,39 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn input(&mut self, b: &mut Build, scope: &mut Scope, name: &ast::Ident, ty: &ast::TypeExpr, span: &Span) {
+    fn input(
+        &mut self,
+        b: &mut Build,
+        scope: &mut Scope,
+        name: &ast::Ident,
+        ty: &ast::TypeExpr,
+        span: &Span,
+    ) {
         let Some(ty) = self.tensor_type(b, scope, ty) else {
             self.define(scope, name, Value::Error, BindingKind::Input);
             return;
         };
-        let op = Input { name: name.name.clone(), ty: ty.clone() };
-        let id = b.graph.add_typed(op.into(), &[], ty, Origin::new(name.name.clone(), Some(span.clone())));
+        let op = Input {
+            name: name.name.clone(),
+            ty: ty.clone(),
+        };
+        let id = b.graph.add_typed(
+            op.into(),
+            &[],
+            ty,
+            Origin::new(name.name.clone(), Some(span.clone())),
+        );
         b.graph.inputs.push(id);
         self.define(scope, name, Value::Tensor(id), BindingKind::Input);
     }
 
     /// `f32[B, 3, 32, 32]`: names in sizes that are not bound are size symbols.
-    fn tensor_type(&mut self, b: &mut Build, scope: &mut Scope, ty: &ast::TypeExpr) -> Option<TensorType> {
+    fn tensor_type(
+        &mut self,
+        b: &mut Build,
+        scope: &mut Scope,
+        ty: &ast::TypeExpr,
+    ) -> Option<TensorType> {
         let dtype = match DType::from_name(&ty.dtype.name) {
             Some(d @ (DType::F32 | DType::I64)) => d,
             Some(DType::F64) => {
@@ -293,8 +366,9 @@ impl<'a> Checker<'a> {
                 return None;
             }
             None => {
-                let mut d = Diagnostic::error("E0101", format!("unknown dtype `{}`", ty.dtype.name))
-                    .primary(ty.dtype.span.clone(), "not a dtype");
+                let mut d =
+                    Diagnostic::error("E0101", format!("unknown dtype `{}`", ty.dtype.name))
+                        .primary(ty.dtype.span.clone(), "not a dtype");
                 d = match did_you_mean(&ty.dtype.name, ["f32", "i64"]) {
                     Some(s) => d.help(format!("did you mean `{s}`?")),
                     None => d.help("tensors are f32 (values) or i64 (indices, labels)"),
@@ -309,7 +383,10 @@ impl<'a> Checker<'a> {
             match self.expr(b, scope, dim) {
                 Value::Int(d) => {
                     if d.as_const().is_some_and(|v| v < 0) {
-                        self.report(Diagnostic::error("E0200", format!("a size cannot be negative ({d})")).primary(dim.span.clone(), "negative size"));
+                        self.report(
+                            Diagnostic::error("E0200", format!("a size cannot be negative ({d})"))
+                                .primary(dim.span.clone(), "negative size"),
+                        );
                         return None;
                     }
                     shape.push(d)
@@ -317,8 +394,11 @@ impl<'a> Checker<'a> {
                 Value::Error => return None,
                 other => {
                     self.report(
-                        Diagnostic::error("E0200", format!("a size must be an integer, found {}", other.kind()))
-                            .primary(dim.span.clone(), "not a size"),
+                        Diagnostic::error(
+                            "E0200",
+                            format!("a size must be an integer, found {}", other.kind()),
+                        )
+                        .primary(dim.span.clone(), "not a size"),
                     );
                     return None;
                 }
@@ -356,35 +436,63 @@ impl<'a> Checker<'a> {
             Value::Tensor(id) => b.graph.outputs.push((name.name.clone(), id)),
             Value::Error => {}
             other => self.report(
-                Diagnostic::error("E0200", format!("an output must be a tensor, but `{}` is {}", name.name, other.kind()))
-                    .primary(span.clone(), "not a tensor"),
+                Diagnostic::error(
+                    "E0200",
+                    format!(
+                        "an output must be a tensor, but `{}` is {}",
+                        name.name,
+                        other.kind()
+                    ),
+                )
+                .primary(span.clone(), "not a tensor"),
             ),
         }
     }
 
     fn define(&mut self, scope: &mut Scope, name: &ast::Ident, value: Value, kind: BindingKind) {
         if let Some(first) = scope.bindings.get(&name.name) {
-            let d = Diagnostic::error("E0103", format!("the name `{}` is defined twice", name.name))
-                .primary(name.span.clone(), "defined again here")
-                .secondary(first.span.clone(), "first defined here")
-                .help("give each layer and value its own name");
+            let d = Diagnostic::error(
+                "E0103",
+                format!("the name `{}` is defined twice", name.name),
+            )
+            .primary(name.span.clone(), "defined again here")
+            .secondary(first.span.clone(), "first defined here")
+            .help("give each layer and value its own name");
             self.report(d);
             return;
         }
         scope.later.remove(&name.name);
         scope.order.push(name.name.clone());
-        scope.bindings.insert(name.name.clone(), Binding { value, span: name.span.clone(), used: false, kind });
+        scope.bindings.insert(
+            name.name.clone(),
+            Binding {
+                value,
+                span: name.span.clone(),
+                used: false,
+                kind,
+            },
+        );
     }
 
     /// The value of `name = expr`: declares a layer when `expr` constructs one.
-    fn binding_value(&mut self, b: &mut Build, scope: &mut Scope, name: &ast::Ident, e: &ast::Expr) -> Value {
+    fn binding_value(
+        &mut self,
+        b: &mut Build,
+        scope: &mut Scope,
+        name: &ast::Ident,
+        e: &ast::Expr,
+    ) -> Value {
         if let ExprKind::Call { callee, args } = &e.kind {
             if let Some(lt) = library::layer_type(&callee.name) {
                 return self.declare_layer(b, scope, name, lt, args, &e.span);
             }
         }
         let calls = count_block_calls(e, &self.blocks);
-        scope.instances = (calls > 0).then(|| InstanceNames { base: name.name.clone(), total: calls, next: 0 });
+        scope.instances = (calls > 0).then(|| InstanceNames {
+            base: name.name.clone(),
+            total: calls,
+            next: 0,
+        });
         let v = self.expr_named(b, scope, e, &name.name);
         scope.instances = None;
         v
@@ -399,12 +507,24 @@ impl<'a> Checker<'a> {
         args: &[ast::Arg],
         span: &Span,
     ) -> Value {
-        let Some(args) = self.bind_args(b, scope, lt.name, lt.params, args, None, span) else { return Value::Error };
+        let Some(args) = self.bind_args(b, scope, lt.name, lt.params, args, None, span) else {
+            return Value::Error;
+        };
         let full = qualified(&scope.prefix, &name.name);
-        let mut ctx = Ctx { g: &mut b.graph, state: &mut b.state, origin: Origin::new(full.clone(), Some(span.clone())), mode: self.mode };
+        let mut ctx = Ctx {
+            g: &mut b.graph,
+            state: &mut b.state,
+            origin: Origin::new(full.clone(), Some(span.clone())),
+            mode: self.mode,
+        };
         match (lt.declare)(&mut ctx, &args, &full, span) {
             Ok(layer) => {
-                b.layers.push(LayerEntry { name: full, layer, used: false, decl_span: name.span.clone() });
+                b.layers.push(LayerEntry {
+                    name: full,
+                    layer,
+                    used: false,
+                    decl_span: name.span.clone(),
+                });
                 Value::Layer(b.layers.len() - 1)
             }
             Err(e) => {
@@ -420,7 +540,13 @@ impl<'a> Checker<'a> {
 
     /// Evaluates an expression; `label` names the nodes it creates when no
     /// function or layer name is more telling (binary operators).
-    fn expr_named(&mut self, b: &mut Build, scope: &mut Scope, e: &ast::Expr, label: &str) -> Value {
+    fn expr_named(
+        &mut self,
+        b: &mut Build,
+        scope: &mut Scope,
+        e: &ast::Expr,
+        label: &str,
+    ) -> Value {
         match &e.kind {
             ExprKind::Int(v) => Value::Int(Dim::lit(*v)),
             ExprKind::Float(v) => Value::Float(*v),
@@ -446,12 +572,17 @@ impl<'a> Checker<'a> {
                 let piped = Some((v, lhs.span.clone()));
                 match &rhs.kind {
                     ExprKind::Name(id) => self.call(b, scope, id, &[], piped, &rhs.span),
-                    ExprKind::Call { callee, args } => self.call(b, scope, callee, args, piped, &rhs.span),
+                    ExprKind::Call { callee, args } => {
+                        self.call(b, scope, callee, args, piped, &rhs.span)
+                    }
                     _ => {
                         self.report(
-                            Diagnostic::error("E0200", "the right side of `|>` must be a function, layer or block")
-                                .primary(rhs.span.clone(), "cannot pipe into this")
-                                .help("write `x |> relu`, `x |> conv1` or `x |> max_pool2d(2)`"),
+                            Diagnostic::error(
+                                "E0200",
+                                "the right side of `|>` must be a function, layer or block",
+                            )
+                            .primary(rhs.span.clone(), "cannot pipe into this")
+                            .help("write `x |> relu`, `x |> conv1` or `x |> max_pool2d(2)`"),
                         );
                         Value::Error
                     }
@@ -465,10 +596,19 @@ impl<'a> Checker<'a> {
             ExprKind::Neg(inner) => match self.expr_named(b, scope, inner, label) {
                 Value::Int(d) => Value::Int(d.neg()),
                 Value::Float(v) => Value::Float(-v),
-                Value::Tensor(id) => self.map(b, -arg(0), &[(id, &inner.span)], &e.span, if label.is_empty() { "neg" } else { label }),
+                Value::Tensor(id) => self.map(
+                    b,
+                    -arg(0),
+                    &[(id, &inner.span)],
+                    &e.span,
+                    if label.is_empty() { "neg" } else { label },
+                ),
                 Value::Error => Value::Error,
                 other => {
-                    self.report(Diagnostic::error("E0200", format!("cannot negate {}", other.kind())).primary(e.span.clone(), "here"));
+                    self.report(
+                        Diagnostic::error("E0200", format!("cannot negate {}", other.kind()))
+                            .primary(e.span.clone(), "here"),
+                    );
                     Value::Error
                 }
             },
@@ -483,18 +623,25 @@ impl<'a> Checker<'a> {
         if b.symbols.contains(&id.name) {
             return Value::Int(Dim::sym(&id.name));
         }
-        if library::function(&id.name).is_some() || library::layer_type(&id.name).is_some() || self.blocks.contains_key(id.name.as_str()) {
+        if library::function(&id.name).is_some()
+            || library::layer_type(&id.name).is_some()
+            || self.blocks.contains_key(id.name.as_str())
+        {
             return Value::Callable(id.name.clone());
         }
         if let Some(def) = scope.later.get(&id.name) {
-            let d = Diagnostic::error("E0102", format!("`{}` is used before it is defined", id.name))
-                .primary(id.span.clone(), "used here")
-                .secondary(def.clone(), "defined here, later")
-                .help("statements run in order: move the definition above its first use");
+            let d = Diagnostic::error(
+                "E0102",
+                format!("`{}` is used before it is defined", id.name),
+            )
+            .primary(id.span.clone(), "used here")
+            .secondary(def.clone(), "defined here, later")
+            .help("statements run in order: move the definition above its first use");
             self.report(d);
             return Value::Error;
         }
-        let d = Diagnostic::error("E0100", format!("cannot find `{}` in this scope", id.name)).primary(id.span.clone(), "not found");
+        let d = Diagnostic::error("E0100", format!("cannot find `{}` in this scope", id.name))
+            .primary(id.span.clone(), "not found");
         let d = self.suggest(d, scope, &id.name);
         self.report(d);
         Value::Error
@@ -527,17 +674,31 @@ impl<'a> Checker<'a> {
                 Value::Error => Value::Error,
                 other => {
                     self.report(
-                        Diagnostic::error("E0200", format!("`{}` is {}, not a function or layer", callee.name, other.kind()))
-                            .primary(callee.span.clone(), "cannot be called")
-                            .secondary(binding_span(scope, &callee.name), "defined here"),
+                        Diagnostic::error(
+                            "E0200",
+                            format!(
+                                "`{}` is {}, not a function or layer",
+                                callee.name,
+                                other.kind()
+                            ),
+                        )
+                        .primary(callee.span.clone(), "cannot be called")
+                        .secondary(binding_span(scope, &callee.name), "defined here"),
                     );
                     Value::Error
                 }
             };
         }
         if let Some(f) = library::function(&callee.name) {
-            let Some(bound) = self.bind_args(b, scope, f.name, f.params, args, piped, span) else { return Value::Error };
-            let mut ctx = Ctx { g: &mut b.graph, state: &mut b.state, origin: Origin::new(f.name, Some(span.clone())), mode: self.mode };
+            let Some(bound) = self.bind_args(b, scope, f.name, f.params, args, piped, span) else {
+                return Value::Error;
+            };
+            let mut ctx = Ctx {
+                g: &mut b.graph,
+                state: &mut b.state,
+                origin: Origin::new(f.name, Some(span.clone())),
+                mode: self.mode,
+            };
             return match (f.build)(&mut ctx, &bound) {
                 Ok(v) => v,
                 Err(e) => {
@@ -548,9 +709,18 @@ impl<'a> Checker<'a> {
         }
         if library::layer_type(&callee.name).is_some() {
             self.report(
-                Diagnostic::error("E0200", format!("`{}` is a layer type: declare it before applying it", callee.name))
-                    .primary(span.clone(), "a layer constructed inside an expression")
-                    .help(format!("declare it on its own line, `name = {}(...)`, then apply it with `x |> name`", callee.name)),
+                Diagnostic::error(
+                    "E0200",
+                    format!(
+                        "`{}` is a layer type: declare it before applying it",
+                        callee.name
+                    ),
+                )
+                .primary(span.clone(), "a layer constructed inside an expression")
+                .help(format!(
+                    "declare it on its own line, `name = {}(...)`, then apply it with `x |> name`",
+                    callee.name
+                )),
             );
             return Value::Error;
         }
@@ -558,15 +728,21 @@ impl<'a> Checker<'a> {
             return self.call_block(b, scope, block, args, piped, span);
         }
         if let Some(def) = scope.later.get(&callee.name) {
-            let d = Diagnostic::error("E0102", format!("`{}` is used before it is defined", callee.name))
-                .primary(callee.span.clone(), "used here")
-                .secondary(def.clone(), "defined here, later")
-                .help("statements run in order: move the definition above its first use");
+            let d = Diagnostic::error(
+                "E0102",
+                format!("`{}` is used before it is defined", callee.name),
+            )
+            .primary(callee.span.clone(), "used here")
+            .secondary(def.clone(), "defined here, later")
+            .help("statements run in order: move the definition above its first use");
             self.report(d);
             return Value::Error;
         }
-        let d = Diagnostic::error("E0101", format!("unknown function, layer or block `{}`", callee.name))
-            .primary(callee.span.clone(), "not defined");
+        let d = Diagnostic::error(
+            "E0101",
+            format!("unknown function, layer or block `{}`", callee.name),
+        )
+        .primary(callee.span.clone(), "not defined");
         let d = self.suggest(d, scope, &callee.name);
         self.report(d);
         Value::Error
@@ -587,8 +763,11 @@ impl<'a> Checker<'a> {
         for a in args {
             if let Some(n) = &a.name {
                 self.report(
-                    Diagnostic::error("E0203", format!("layer `{}` takes its input positionally", callee.name))
-                        .primary(n.span.clone(), "named argument"),
+                    Diagnostic::error(
+                        "E0203",
+                        format!("layer `{}` takes its input positionally", callee.name),
+                    )
+                    .primary(n.span.clone(), "named argument"),
                 );
                 return Value::Error;
             }
@@ -602,14 +781,29 @@ impl<'a> Checker<'a> {
             [(Value::Tensor(x), _)] => *x,
             [(other, s)] => {
                 self.report(
-                    Diagnostic::error("E0200", format!("layer `{}` expects a tensor, found {}", callee.name, other.kind())).primary(s.clone(), "not a tensor"),
+                    Diagnostic::error(
+                        "E0200",
+                        format!(
+                            "layer `{}` expects a tensor, found {}",
+                            callee.name,
+                            other.kind()
+                        ),
+                    )
+                    .primary(s.clone(), "not a tensor"),
                 );
                 return Value::Error;
             }
             _ => {
                 self.report(
-                    Diagnostic::error("E0202", format!("layer `{}` takes one tensor, got {}", callee.name, inputs.len()))
-                        .primary(span.clone(), "wrong number of inputs"),
+                    Diagnostic::error(
+                        "E0202",
+                        format!(
+                            "layer `{}` takes one tensor, got {}",
+                            callee.name,
+                            inputs.len()
+                        ),
+                    )
+                    .primary(span.clone(), "wrong number of inputs"),
                 );
                 return Value::Error;
             }
@@ -617,7 +811,12 @@ impl<'a> Checker<'a> {
         let entry = &mut b.layers[index];
         entry.used = true;
         let name = entry.name.clone();
-        let mut ctx = Ctx { g: &mut b.graph, state: &mut b.state, origin: Origin::new(name, Some(span.clone())), mode: self.mode };
+        let mut ctx = Ctx {
+            g: &mut b.graph,
+            state: &mut b.state,
+            origin: Origin::new(name, Some(span.clone())),
+            mode: self.mode,
+        };
         match b.layers[index].layer.apply(&mut ctx, x, &callee.span) {
             Ok(y) => Value::Tensor(y),
             Err(e) => {
@@ -625,7 +824,10 @@ impl<'a> Checker<'a> {
                 match e {
                     LibError::Op(op) => {
                         let mut d = Diagnostic::error("E0300", op.message)
-                            .primary(callee.span.clone(), format!("`{}` is applied here", callee.name))
+                            .primary(
+                                callee.span.clone(),
+                                format!("`{}` is applied here", callee.name),
+                            )
                             .secondary(decl, "declared here");
                         if let Some(h) = op.hint.filter(|h| !h.is_empty()) {
                             d = d.help(h);
@@ -633,7 +835,8 @@ impl<'a> Checker<'a> {
                         self.report(d);
                     }
                     LibError::Arg(a) => {
-                        let mut d = Diagnostic::error("E0301", a.message).primary(callee.span.clone(), "applied here");
+                        let mut d = Diagnostic::error("E0301", a.message)
+                            .primary(callee.span.clone(), "applied here");
                         if let Some(h) = a.hint {
                             d = d.help(h);
                         }
@@ -679,9 +882,16 @@ impl<'a> Checker<'a> {
         if positional.len() > block.params.len() {
             let extra = &positional[block.params.len()].1;
             self.report(
-                Diagnostic::error("E0202", format!("block `{name}` takes {} arguments but {} were given", block.params.len(), positional.len() + named.len()))
-                    .primary(extra.clone(), "unexpected argument")
-                    .secondary(block.name.span.clone(), "block defined here"),
+                Diagnostic::error(
+                    "E0202",
+                    format!(
+                        "block `{name}` takes {} arguments but {} were given",
+                        block.params.len(),
+                        positional.len() + named.len()
+                    ),
+                )
+                .primary(extra.clone(), "unexpected argument")
+                .secondary(block.name.span.clone(), "block defined here"),
             );
             return Value::Error;
         }
@@ -692,12 +902,19 @@ impl<'a> Checker<'a> {
             match block.params.iter().position(|p| p.name == n.name) {
                 Some(slot) if values[slot].is_none() => values[slot] = Some((v, s)),
                 Some(_) => {
-                    self.report(Diagnostic::error("E0202", format!("argument `{}` is given twice", n.name)).primary(n.span.clone(), "again here"));
+                    self.report(
+                        Diagnostic::error("E0202", format!("argument `{}` is given twice", n.name))
+                            .primary(n.span.clone(), "again here"),
+                    );
                     return Value::Error;
                 }
                 None => {
                     let params: Vec<&str> = block.params.iter().map(|p| p.name.as_str()).collect();
-                    let mut d = Diagnostic::error("E0203", format!("block `{name}` has no parameter `{}`", n.name)).primary(n.span.clone(), "unknown parameter");
+                    let mut d = Diagnostic::error(
+                        "E0203",
+                        format!("block `{name}` has no parameter `{}`", n.name),
+                    )
+                    .primary(n.span.clone(), "unknown parameter");
                     if let Some(s) = did_you_mean(&n.name, params.iter().copied()) {
                         d = d.help(format!("did you mean `{s}`?"));
                     }
@@ -708,9 +925,18 @@ impl<'a> Checker<'a> {
         }
         if let Some(missing) = values.iter().position(Option::is_none) {
             self.report(
-                Diagnostic::error("E0201", format!("missing argument `{}` of block `{name}`", block.params[missing].name))
-                    .primary(span.clone(), "in this call")
-                    .secondary(block.params[missing].span.clone(), "parameter declared here"),
+                Diagnostic::error(
+                    "E0201",
+                    format!(
+                        "missing argument `{}` of block `{name}`",
+                        block.params[missing].name
+                    ),
+                )
+                .primary(span.clone(), "in this call")
+                .secondary(
+                    block.params[missing].span.clone(),
+                    "parameter declared here",
+                ),
             );
             return Value::Error;
         }
@@ -731,9 +957,12 @@ impl<'a> Checker<'a> {
         for entry in &mut b.layers[layers_before..] {
             if !entry.used {
                 entry.used = true;
-                let d = Diagnostic::warning("W0001", format!("unused layer `{}` in block `{name}`", entry.name))
-                    .primary(entry.decl_span.clone(), "declared here but never applied")
-                    .help("apply it in the block's body, or remove it");
+                let d = Diagnostic::warning(
+                    "W0001",
+                    format!("unused layer `{}` in block `{name}`", entry.name),
+                )
+                .primary(entry.decl_span.clone(), "declared here but never applied")
+                .help("apply it in the block's body, or remove it");
                 self.diags.push(d);
             }
         }
@@ -746,33 +975,51 @@ impl<'a> Checker<'a> {
             match stmt {
                 ast::Stmt::Let { name, value, .. } => {
                     let v = self.binding_value(b, scope, name, value);
-                    let kind = if matches!(v, Value::Layer(_)) { BindingKind::Layer } else { BindingKind::Value };
+                    let kind = if matches!(v, Value::Layer(_)) {
+                        BindingKind::Layer
+                    } else {
+                        BindingKind::Value
+                    };
                     self.define(scope, name, v, kind);
                 }
                 ast::Stmt::Return { value, span } => {
                     if result.is_some() {
-                        self.report(Diagnostic::error("E0400", "a block returns once").primary(span.clone(), "second `return`"));
+                        self.report(
+                            Diagnostic::error("E0400", "a block returns once")
+                                .primary(span.clone(), "second `return`"),
+                        );
                         continue;
                     }
                     let calls = count_block_calls(value, &self.blocks);
-                    scope.instances = (calls > 0).then(|| InstanceNames { base: "out".into(), total: calls, next: 0 });
+                    scope.instances = (calls > 0).then(|| InstanceNames {
+                        base: "out".into(),
+                        total: calls,
+                        next: 0,
+                    });
                     result = Some(self.expr(b, scope, value));
                     scope.instances = None;
                 }
                 ast::Stmt::Input { span, .. } | ast::Stmt::Output { span, .. } => self.report(
-                    Diagnostic::error("E0400", "blocks take inputs as parameters and give one result with `return`")
-                        .primary(span.clone(), "not allowed in a block"),
+                    Diagnostic::error(
+                        "E0400",
+                        "blocks take inputs as parameters and give one result with `return`",
+                    )
+                    .primary(span.clone(), "not allowed in a block"),
                 ),
                 ast::Stmt::Train(t) => self.report(
-                    Diagnostic::error("E0400", "a `train` section belongs to a model, not a block").primary(t.span.clone(), "not allowed in a block"),
+                    Diagnostic::error("E0400", "a `train` section belongs to a model, not a block")
+                        .primary(t.span.clone(), "not allowed in a block"),
                 ),
             }
         }
         result.unwrap_or_else(|| {
             self.report(
-                Diagnostic::error("E0400", format!("block `{}` has no `return`", block.name.name))
-                    .primary(block.name.span.clone(), "this block returns nothing")
-                    .help("end the block with `return EXPR`"),
+                Diagnostic::error(
+                    "E0400",
+                    format!("block `{}` has no `return`", block.name.name),
+                )
+                .primary(block.name.span.clone(), "this block returns nothing")
+                .help("end the block with `return EXPR`"),
             );
             Value::Error
         })
@@ -820,9 +1067,12 @@ impl<'a> Checker<'a> {
                 None => {
                     if next >= params.len() {
                         self.report(
-                            Diagnostic::error("E0202", format!("`{callee}` takes at most {} arguments", params.len()))
-                                .primary(a.span.clone(), "unexpected argument")
-                                .note(signature(callee, params)),
+                            Diagnostic::error(
+                                "E0202",
+                                format!("`{callee}` takes at most {} arguments", params.len()),
+                            )
+                            .primary(a.span.clone(), "unexpected argument")
+                            .note(signature(callee, params)),
                         );
                         return None;
                     }
@@ -830,12 +1080,18 @@ impl<'a> Checker<'a> {
                     next - 1
                 }
                 Some(n) => {
-                    let wanted = library::PARAM_ALIASES.iter().find(|(alias, _)| *alias == n.name).map_or(n.name.as_str(), |(_, p)| p);
+                    let wanted = library::PARAM_ALIASES
+                        .iter()
+                        .find(|(alias, _)| *alias == n.name)
+                        .map_or(n.name.as_str(), |(_, p)| p);
                     match params.iter().position(|p| p.name == wanted) {
                         Some(s) => s,
                         None => {
-                            let mut d = Diagnostic::error("E0203", format!("`{callee}` has no parameter `{}`", n.name))
-                                .primary(n.span.clone(), "unknown parameter");
+                            let mut d = Diagnostic::error(
+                                "E0203",
+                                format!("`{callee}` has no parameter `{}`", n.name),
+                            )
+                            .primary(n.span.clone(), "unknown parameter");
                             d = match did_you_mean(&n.name, params.iter().map(|p| p.name)) {
                                 Some(s) => d.help(format!("did you mean `{s}`?")),
                                 None => d.note(signature(callee, params)),
@@ -848,8 +1104,14 @@ impl<'a> Checker<'a> {
             };
             if values[slot].is_some() {
                 self.report(
-                    Diagnostic::error("E0202", format!("argument `{}` of `{callee}` is given twice", params[slot].name))
-                        .primary(a.span.clone(), "given again here"),
+                    Diagnostic::error(
+                        "E0202",
+                        format!(
+                            "argument `{}` of `{callee}` is given twice",
+                            params[slot].name
+                        ),
+                    )
+                    .primary(a.span.clone(), "given again here"),
                 );
                 return None;
             }
@@ -858,26 +1120,53 @@ impl<'a> Checker<'a> {
         if !ok {
             return None;
         }
-        if let Some(missing) = params.iter().zip(&values).position(|(p, v)| v.is_none() && p.default == super::value::Default::Required) {
+        if let Some(missing) = params
+            .iter()
+            .zip(&values)
+            .position(|(p, v)| v.is_none() && p.default == super::value::Default::Required)
+        {
             let p = &params[missing];
             self.report(
-                Diagnostic::error("E0201", format!("missing argument `{}` of `{callee}` ({})", p.name, p.kind.describe()))
-                    .primary(span.clone(), format!("`{}` is required", p.name))
-                    .note(signature(callee, params)),
+                Diagnostic::error(
+                    "E0201",
+                    format!(
+                        "missing argument `{}` of `{callee}` ({})",
+                        p.name,
+                        p.kind.describe()
+                    ),
+                )
+                .primary(span.clone(), format!("`{}` is required", p.name))
+                .note(signature(callee, params)),
             );
             return None;
         }
-        Some(Args { params, values, call_span: span.clone() })
+        Some(Args {
+            params,
+            values,
+            call_span: span.clone(),
+        })
     }
 
     fn lib_error(&mut self, e: LibError, args: &Args, call_span: &Span) {
         let d = match e {
-            LibError::Arg(ArgError { param, message, hint }) => {
+            LibError::Arg(ArgError {
+                param,
+                message,
+                hint,
+            }) => {
                 let (span, label) = match param {
-                    Some(p) if args.is_given(p) || args.params.first().is_some_and(|f| f.name == p) => (args.span(p), format!("`{p}` is here")),
+                    Some(p)
+                        if args.is_given(p) || args.params.first().is_some_and(|f| f.name == p) =>
+                    {
+                        (args.span(p), format!("`{p}` is here"))
+                    }
                     _ => (call_span.clone(), "in this call".to_string()),
                 };
-                let code = if message.contains("floating-point") { "E0301" } else { "E0200" };
+                let code = if message.contains("floating-point") {
+                    "E0301"
+                } else {
+                    "E0200"
+                };
                 let d = Diagnostic::error(code, message).primary(span, label);
                 match hint {
                     Some(h) => d.help(h),
@@ -885,7 +1174,8 @@ impl<'a> Checker<'a> {
                 }
             }
             LibError::Op(op) => {
-                let d = Diagnostic::error("E0300", op.message).primary(call_span.clone(), "in this call");
+                let d = Diagnostic::error("E0300", op.message)
+                    .primary(call_span.clone(), "in this call");
                 match op.hint.filter(|h| !h.is_empty()) {
                     Some(h) => d.help(h),
                     None => d,
@@ -896,7 +1186,15 @@ impl<'a> Checker<'a> {
         self.report(d);
     }
 
-    fn binary(&mut self, b: &mut Build, op: BinOp, l: (Value, &Span), r: (Value, &Span), span: &Span, label: &str) -> Value {
+    fn binary(
+        &mut self,
+        b: &mut Build,
+        op: BinOp,
+        l: (Value, &Span),
+        r: (Value, &Span),
+        span: &Span,
+        label: &str,
+    ) -> Value {
         let label = if label.is_empty() { op_name(op) } else { label };
         match (l.0, r.0) {
             (Value::Error, _) | (_, Value::Error) => Value::Error,
@@ -914,7 +1212,13 @@ impl<'a> Checker<'a> {
                         BinOp::MatMul => return self.not_tensors(op, span),
                     }),
                     _ => {
-                        self.report(Diagnostic::error("E0200", "symbolic sizes cannot be mixed with decimals").primary(span.clone(), "here"));
+                        self.report(
+                            Diagnostic::error(
+                                "E0200",
+                                "symbolic sizes cannot be mixed with decimals",
+                            )
+                            .primary(span.clone(), "here"),
+                        );
                         Value::Error
                     }
                 }
@@ -923,7 +1227,11 @@ impl<'a> Checker<'a> {
                 if !self.both_float(b, (x, l.1), (y, r.1), op, span) {
                     return Value::Error;
                 }
-                match b.graph.add(Op::MatMul(MatMul::default()), &[x, y], Origin::new(label, Some(span.clone()))) {
+                match b.graph.add(
+                    Op::MatMul(MatMul::default()),
+                    &[x, y],
+                    Origin::new(label, Some(span.clone())),
+                ) {
                     Ok(id) => Value::Tensor(id),
                     Err(e) => {
                         self.shape_error(b, e.message, e.hint, (x, l.1), (y, r.1), span);
@@ -935,15 +1243,29 @@ impl<'a> Checker<'a> {
                 if !self.both_float(b, (x, l.1), (y, r.1), op, span) {
                     return Value::Error;
                 }
-                let Some(body) = elementwise(op, arg(0), arg(1)) else { return self.not_tensors(op, span) };
+                let Some(body) = elementwise(op, arg(0), arg(1)) else {
+                    return self.not_tensors(op, span);
+                };
                 self.map(b, body, &[(x, l.1), (y, r.1)], span, label)
             }
-            (Value::Tensor(x), s) if scalar(&s).is_some() => self.tensor_scalar(b, op, (x, l.1), &s, true, span, label),
-            (s, Value::Tensor(x)) if scalar(&s).is_some() => self.tensor_scalar(b, op, (x, r.1), &s, false, span, label),
+            (Value::Tensor(x), s) if scalar(&s).is_some() => {
+                self.tensor_scalar(b, op, (x, l.1), &s, true, span, label)
+            }
+            (s, Value::Tensor(x)) if scalar(&s).is_some() => {
+                self.tensor_scalar(b, op, (x, r.1), &s, false, span, label)
+            }
             (x, y) => {
                 self.report(
-                    Diagnostic::error("E0200", format!("cannot apply `{}` to {} and {}", op.symbol(), x.kind(), y.kind()))
-                        .primary(span.clone(), "unsupported operands"),
+                    Diagnostic::error(
+                        "E0200",
+                        format!(
+                            "cannot apply `{}` to {} and {}",
+                            op.symbol(),
+                            x.kind(),
+                            y.kind()
+                        ),
+                    )
+                    .primary(span.clone(), "unsupported operands"),
                 );
                 Value::Error
             }
@@ -953,10 +1275,25 @@ impl<'a> Checker<'a> {
 
 impl Checker<'_> {
     #[allow(clippy::too_many_arguments)]
-    fn tensor_scalar(&mut self, b: &mut Build, op: BinOp, x: (NodeId, &Span), s: &Value, tensor_left: bool, span: &Span, label: &str) -> Value {
+    fn tensor_scalar(
+        &mut self,
+        b: &mut Build,
+        op: BinOp,
+        x: (NodeId, &Span),
+        s: &Value,
+        tensor_left: bool,
+        span: &Span,
+        label: &str,
+    ) -> Value {
         let c = scalar(s).expect("caller checked");
-        let body = if tensor_left { elementwise(op, arg(0), c) } else { elementwise(op, c, arg(0)) };
-        let Some(body) = body else { return self.not_tensors(op, span) };
+        let body = if tensor_left {
+            elementwise(op, arg(0), c)
+        } else {
+            elementwise(op, c, arg(0))
+        };
+        let Some(body) = body else {
+            return self.not_tensors(op, span);
+        };
         if !b.graph.ty(x.0).dtype.is_float() {
             self.dtype_error(b, x, op, span);
             return Value::Error;
@@ -973,7 +1310,11 @@ impl Checker<'_> {
                 (Some(a), Some(b)) if b != 0 => Some(Value::Float(a as f64 / b as f64)),
                 _ => x.div_exact(y).map(Value::Int),
             },
-            BinOp::FloorDiv => y.as_const().filter(|&k| k > 0).and_then(|k| x.floor_div(k)).map(Value::Int),
+            BinOp::FloorDiv => y
+                .as_const()
+                .filter(|&k| k > 0)
+                .and_then(|k| x.floor_div(k))
+                .map(Value::Int),
             BinOp::Rem => match (x.as_const(), y.as_const()) {
                 (Some(a), Some(b)) if b != 0 => Some(Value::Int(Dim::lit(a.rem_euclid(b)))),
                 _ => None,
@@ -998,30 +1339,54 @@ impl Checker<'_> {
         Value::Error
     }
 
-    fn both_float(&mut self, b: &Build, x: (NodeId, &Span), y: (NodeId, &Span), op: BinOp, span: &Span) -> bool {
+    fn both_float(
+        &mut self,
+        b: &Build,
+        x: (NodeId, &Span),
+        y: (NodeId, &Span),
+        op: BinOp,
+        span: &Span,
+    ) -> bool {
         let (tx, ty) = (b.graph.ty(x.0), b.graph.ty(y.0));
         if tx.dtype.is_float() && ty.dtype.is_float() {
             return true;
         }
-        let d = Diagnostic::error("E0301", format!("dtype mismatch: cannot apply `{}` to {tx} and {ty}", op.symbol()))
-            .primary(span.clone(), "arithmetic needs floating-point tensors")
-            .secondary(x.1.clone(), format!("this is {tx}"))
-            .secondary(y.1.clone(), format!("this is {ty}"))
-            .help("integer tensors (token ids, labels) can only be compared or used as indices");
+        let d = Diagnostic::error(
+            "E0301",
+            format!(
+                "dtype mismatch: cannot apply `{}` to {tx} and {ty}",
+                op.symbol()
+            ),
+        )
+        .primary(span.clone(), "arithmetic needs floating-point tensors")
+        .secondary(x.1.clone(), format!("this is {tx}"))
+        .secondary(y.1.clone(), format!("this is {ty}"))
+        .help("integer tensors (token ids, labels) can only be compared or used as indices");
         self.report(d);
         false
     }
 
     fn dtype_error(&mut self, b: &Build, x: (NodeId, &Span), op: BinOp, span: &Span) {
         let tx = b.graph.ty(x.0);
-        let d = Diagnostic::error("E0301", format!("dtype mismatch: cannot apply `{}` to {tx}", op.symbol()))
-            .primary(span.clone(), "arithmetic needs floating-point tensors")
-            .secondary(x.1.clone(), format!("this is {tx}"))
-            .help("integer tensors (token ids, labels) can only be compared or used as indices");
+        let d = Diagnostic::error(
+            "E0301",
+            format!("dtype mismatch: cannot apply `{}` to {tx}", op.symbol()),
+        )
+        .primary(span.clone(), "arithmetic needs floating-point tensors")
+        .secondary(x.1.clone(), format!("this is {tx}"))
+        .help("integer tensors (token ids, labels) can only be compared or used as indices");
         self.report(d);
     }
 
-    fn shape_error(&mut self, b: &Build, message: String, hint: Option<String>, x: (NodeId, &Span), y: (NodeId, &Span), span: &Span) {
+    fn shape_error(
+        &mut self,
+        b: &Build,
+        message: String,
+        hint: Option<String>,
+        x: (NodeId, &Span),
+        y: (NodeId, &Span),
+        span: &Span,
+    ) {
         let (tx, ty) = (b.graph.ty(x.0), b.graph.ty(y.0));
         let mut d = Diagnostic::error("E0300", format!("shape mismatch: {message}"))
             .primary(span.clone(), "shapes do not fit")
@@ -1034,15 +1399,27 @@ impl Checker<'_> {
     }
 
     /// An elementwise node; shape errors name both operands' types.
-    fn map(&mut self, b: &mut Build, body: SExpr, operands: &[(NodeId, &Span)], span: &Span, label: &str) -> Value {
+    fn map(
+        &mut self,
+        b: &mut Build,
+        body: SExpr,
+        operands: &[(NodeId, &Span)],
+        span: &Span,
+        label: &str,
+    ) -> Value {
         let ids: Vec<NodeId> = operands.iter().map(|(id, _)| *id).collect();
         let op = crate::ops::Map::new(body, DType::F32);
-        match b.graph.add(op.into(), &ids, Origin::new(label, Some(span.clone()))) {
+        match b
+            .graph
+            .add(op.into(), &ids, Origin::new(label, Some(span.clone())))
+        {
             Ok(id) => Value::Tensor(id),
             Err(e) => {
                 match operands {
                     [x, y] => self.shape_error(b, e.message, e.hint, *x, *y, span),
-                    _ => self.report(Diagnostic::error("E0300", e.message).primary(span.clone(), "here")),
+                    _ => self.report(
+                        Diagnostic::error("E0300", e.message).primary(span.clone(), "here"),
+                    ),
                 }
                 Value::Error
             }
@@ -1055,13 +1432,27 @@ impl Scope {
         let mut later = HashMap::new();
         for stmt in body {
             match stmt {
-                ast::Stmt::Let { name, .. } | ast::Stmt::Input { name, .. } | ast::Stmt::Output { name, value: Some(_), .. } => {
-                    later.entry(name.name.clone()).or_insert_with(|| name.span.clone());
+                ast::Stmt::Let { name, .. }
+                | ast::Stmt::Input { name, .. }
+                | ast::Stmt::Output {
+                    name,
+                    value: Some(_),
+                    ..
+                } => {
+                    later
+                        .entry(name.name.clone())
+                        .or_insert_with(|| name.span.clone());
                 }
                 _ => {}
             }
         }
-        Scope { bindings: HashMap::new(), order: Vec::new(), later, prefix, instances: None }
+        Scope {
+            bindings: HashMap::new(),
+            order: Vec::new(),
+            later,
+            prefix,
+            instances: None,
+        }
     }
 }
 
@@ -1096,7 +1487,13 @@ fn collect_symbols(e: &ast::Expr, scope: &Scope, symbols: &mut HashSet<String>) 
 fn count_block_calls(e: &ast::Expr, blocks: &HashMap<&str, &ast::Block>) -> usize {
     let is_block = |id: &ast::Ident| blocks.contains_key(id.name.as_str());
     match &e.kind {
-        ExprKind::Call { callee, args } => usize::from(is_block(callee)) + args.iter().map(|a| count_block_calls(&a.value, blocks)).sum::<usize>(),
+        ExprKind::Call { callee, args } => {
+            usize::from(is_block(callee))
+                + args
+                    .iter()
+                    .map(|a| count_block_calls(&a.value, blocks))
+                    .sum::<usize>()
+        }
         ExprKind::Pipe { lhs, rhs } => {
             let direct = match &rhs.kind {
                 ExprKind::Name(id) => usize::from(is_block(id)),
@@ -1104,7 +1501,9 @@ fn count_block_calls(e: &ast::Expr, blocks: &HashMap<&str, &ast::Block>) -> usiz
             };
             direct + count_block_calls(lhs, blocks) + count_block_calls(rhs, blocks)
         }
-        ExprKind::Binary { lhs, rhs, .. } => count_block_calls(lhs, blocks) + count_block_calls(rhs, blocks),
+        ExprKind::Binary { lhs, rhs, .. } => {
+            count_block_calls(lhs, blocks) + count_block_calls(rhs, blocks)
+        }
         ExprKind::Neg(inner) => count_block_calls(inner, blocks),
         ExprKind::List(items) => items.iter().map(|i| count_block_calls(i, blocks)).sum(),
         _ => 0,
@@ -1117,7 +1516,12 @@ fn signature(callee: &str, params: &[super::value::Param]) -> String {
         .iter()
         .map(|p| match p.default {
             super::value::Default::Required => format!("{}: {}", p.name, kind_word(p.kind)),
-            _ => format!("{}: {} = {}", p.name, kind_word(p.kind), p.show_default().trim_start_matches("= ")),
+            _ => format!(
+                "{}: {} = {}",
+                p.name,
+                kind_word(p.kind),
+                p.show_default().trim_start_matches("= ")
+            ),
         })
         .collect();
     format!("`{callee}({})`", parts.join(", "))
@@ -1202,8 +1606,14 @@ fn mentioned_names(body: &[ast::Stmt]) -> HashSet<&str> {
     let mut out = HashSet::new();
     for stmt in body {
         match stmt {
-            ast::Stmt::Let { value, .. } | ast::Stmt::Return { value, .. } | ast::Stmt::Output { value: Some(value), .. } => walk(value, &mut out),
-            ast::Stmt::Output { name, value: None, .. } => {
+            ast::Stmt::Let { value, .. }
+            | ast::Stmt::Return { value, .. }
+            | ast::Stmt::Output {
+                value: Some(value), ..
+            } => walk(value, &mut out),
+            ast::Stmt::Output {
+                name, value: None, ..
+            } => {
                 out.insert(&name.name);
             }
             ast::Stmt::Train(t) => t.settings.iter().for_each(|s| walk(&s.value, &mut out)),

@@ -18,19 +18,27 @@ pub fn load(path: &Path, mode: Mode, model: Option<&str>) -> Result<Loaded, CliE
     let source = read_source(path)?;
     let checked = match crate::syntax::parse(&source) {
         Ok(ast) => check::check(&ast, mode),
-        Err(diags) => check::Checked { models: Vec::new(), diagnostics: diags },
+        Err(diags) => check::Checked {
+            models: Vec::new(),
+            diagnostics: diags,
+        },
     };
     print_diagnostics(&source, &checked.diagnostics);
     if checked.has_errors() {
         let n = checked.diagnostics.iter().filter(|d| d.is_error()).count();
-        eprintln!("error: could not check `{}` due to {n} previous error{}", source.name, if n == 1 { "" } else { "s" });
+        eprintln!(
+            "error: could not check `{}` due to {n} previous error{}",
+            source.name,
+            if n == 1 { "" } else { "s" }
+        );
         return Err(CliError::Reported);
     }
     let mut models = checked.models;
     let index = match model {
         Some(name) => models.iter().position(|m| m.name == name).ok_or_else(|| {
             let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
-            CliError::new(format!("`{}` has no model named `{name}`", source.name)).hint(format!("models in this file: {}", names.join(", ")))
+            CliError::new(format!("`{}` has no model named `{name}`", source.name))
+                .hint(format!("models in this file: {}", names.join(", ")))
         })?,
         None => 0,
     };
@@ -40,10 +48,15 @@ pub fn load(path: &Path, mode: Mode, model: Option<&str>) -> Result<Loaded, CliE
 
 pub fn read_source(path: &Path) -> Result<SourceFile, CliError> {
     let text = std::fs::read(path).map_err(|e| {
-        CliError::new(format!("cannot read `{}`: {e}", path.display())).hint("check the path; model files end in .net")
+        CliError::new(format!("cannot read `{}`: {e}", path.display()))
+            .hint("check the path; model files end in .net")
     })?;
     let text = String::from_utf8(text).map_err(|e| {
-        CliError::new(format!("`{}` is not UTF-8 text (invalid byte at offset {})", path.display(), e.utf8_error().valid_up_to()))
+        CliError::new(format!(
+            "`{}` is not UTF-8 text (invalid byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
     })?;
     Ok(SourceFile::new(path.display().to_string(), text))
 }

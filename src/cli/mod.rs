@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "netc", version, about = "A kernel compiler and JIT for neural-network layer graphs")]
+#[command(
+    name = "netc",
+    version,
+    about = "A kernel compiler and JIT for neural-network layer graphs"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -28,17 +32,26 @@ enum Command {
 pub enum CliError {
     /// Diagnostics were printed already.
     Reported,
-    Message { message: String, hint: Option<String> },
+    Message {
+        message: String,
+        hint: Option<String>,
+    },
 }
 
 impl CliError {
     pub fn new(message: impl Into<String>) -> CliError {
-        CliError::Message { message: message.into(), hint: None }
+        CliError::Message {
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn hint(self, hint: impl Into<String>) -> CliError {
         match self {
-            CliError::Message { message, .. } => CliError::Message { message, hint: Some(hint.into()) },
+            CliError::Message { message, .. } => CliError::Message {
+                message,
+                hint: Some(hint.into()),
+            },
             other => other,
         }
     }

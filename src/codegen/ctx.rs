@@ -72,7 +72,10 @@ impl Coords {
                 (i.clone() / stride as i64).rem(int(n as i64))
             });
         }
-        Coords { axes, flat: Some((i, shape.to_vec())) }
+        Coords {
+            axes,
+            flat: Some((i, shape.to_vec())),
+        }
     }
 
     /// Row-major flat index in `shape` (size-1 axes contribute nothing).
@@ -97,7 +100,17 @@ impl Coords {
             return self.clone();
         }
         let offset = to.len() - from.len();
-        let axes = from.iter().enumerate().map(|(a, &n)| if n == 1 { int(0) } else { self.axes[offset + a].clone() }).collect();
+        let axes = from
+            .iter()
+            .enumerate()
+            .map(|(a, &n)| {
+                if n == 1 {
+                    int(0)
+                } else {
+                    self.axes[offset + a].clone()
+                }
+            })
+            .collect();
         Coords::from_axes(axes)
     }
 
@@ -150,7 +163,10 @@ pub fn c_type(dtype: DType) -> CTy {
 
 /// A C identifier from a node name (`conv1.weight` → `conv1_weight`).
 pub fn sanitize(name: &str) -> String {
-    let mut s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let mut s: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
     if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {
         s.insert(0, 'v');
     }
@@ -158,14 +174,26 @@ pub fn sanitize(name: &str) -> String {
 }
 
 impl<'a> KernelCtx<'a> {
-    pub fn new(graph: &'a Graph, fusion: &'a Fusion, target: Target, root: NodeId) -> KernelCtx<'a> {
-        let out = KParam { name: "out".into(), ty: c_type(graph.ty(root).dtype), is_const: false };
+    pub fn new(
+        graph: &'a Graph,
+        fusion: &'a Fusion,
+        target: Target,
+        root: NodeId,
+    ) -> KernelCtx<'a> {
+        let out = KParam {
+            name: "out".into(),
+            ty: c_type(graph.ty(root).dtype),
+            is_const: false,
+        };
         KernelCtx {
             graph,
             fusion,
             target,
             root,
-            scopes: vec![Scope { stmts: Vec::new(), memo: HashMap::new() }],
+            scopes: vec![Scope {
+                stmts: Vec::new(),
+                memo: HashMap::new(),
+            }],
             bound: HashMap::new(),
             params: vec![(root, out)],
             temps: 0,
@@ -178,7 +206,10 @@ impl<'a> KernelCtx<'a> {
 
     /// Concrete sizes of a node.
     pub fn dims(&self, id: NodeId) -> Vec<usize> {
-        self.graph.ty(id).dims().unwrap_or_else(|| panic!("codegen needs a specialised graph (node %{})", id.index()))
+        self.graph
+            .ty(id)
+            .dims()
+            .unwrap_or_else(|| panic!("codegen needs a specialised graph (node %{})", id.index()))
     }
 
     /// The kernel parameter naming the buffer that holds `id`.
@@ -193,17 +224,35 @@ impl<'a> KernelCtx<'a> {
             crate::ops::Op::Param(p) => sanitize(&p.name),
             _ => format!("{}_{}", sanitize(&node.origin.name), owner.index()),
         };
-        let name = if base == "out" || self.params.iter().any(|(_, p)| p.name == base) { format!("{base}_{}", owner.index()) } else { base };
-        self.params.push((owner, KParam { name: name.clone(), ty: c_type(node.ty.dtype), is_const: true }));
+        let name = if base == "out" || self.params.iter().any(|(_, p)| p.name == base) {
+            format!("{base}_{}", owner.index())
+        } else {
+            base
+        };
+        self.params.push((
+            owner,
+            KParam {
+                name: name.clone(),
+                ty: c_type(node.ty.dtype),
+                is_const: true,
+            },
+        ));
         name
     }
 
     pub fn emit(&mut self, s: KStmt) {
-        self.scopes.last_mut().expect("a scope is always open").stmts.push(s);
+        self.scopes
+            .last_mut()
+            .expect("a scope is always open")
+            .stmts
+            .push(s);
     }
 
     pub fn push_scope(&mut self) {
-        self.scopes.push(Scope { stmts: Vec::new(), memo: HashMap::new() });
+        self.scopes.push(Scope {
+            stmts: Vec::new(),
+            memo: HashMap::new(),
+        });
     }
 
     pub fn pop_scope(&mut self) -> Vec<KStmt> {
@@ -221,20 +270,35 @@ impl<'a> KernelCtx<'a> {
             return v;
         }
         let name = self.fresh("t");
-        self.emit(KStmt::Let { ty: v.ty, name: name.clone(), value: v.expr, mutable: false });
+        self.emit(KStmt::Let {
+            ty: v.ty,
+            name: name.clone(),
+            value: v.expr,
+            mutable: false,
+        });
         Value::new(kir::var(name), v.ty)
     }
 
     /// A mutable local (`float acc0 = init;`).
     pub fn mutable(&mut self, prefix: &str, ty: CTy, init: KExpr) -> KExpr {
         let name = self.fresh(prefix);
-        self.emit(KStmt::Let { ty, name: name.clone(), value: init, mutable: true });
+        self.emit(KStmt::Let {
+            ty,
+            name: name.clone(),
+            value: init,
+            mutable: true,
+        });
         kir::var(name)
     }
 
     /// A named constant (`const int n = ...;`), for readable index math.
     pub fn constant(&mut self, name: &str, ty: CTy, value: KExpr) -> KExpr {
-        self.emit(KStmt::Let { ty, name: name.to_string(), value, mutable: false });
+        self.emit(KStmt::Let {
+            ty,
+            name: name.to_string(),
+            value,
+            mutable: false,
+        });
         kir::var(name)
     }
 
@@ -273,7 +337,11 @@ impl<'a> KernelCtx<'a> {
             _ => self.load_buffer(id, at),
         };
         let v = self.name_value(v);
-        self.scopes.last_mut().expect("a scope is always open").memo.insert(key, v.clone());
+        self.scopes
+            .last_mut()
+            .expect("a scope is always open")
+            .memo
+            .insert(key, v.clone());
         v
     }
 
@@ -281,9 +349,19 @@ impl<'a> KernelCtx<'a> {
     pub fn store_root(&mut self, at: &Coords) {
         let root = self.root;
         let shape = self.dims(root);
-        let v = if let Some(b) = self.bound.get(&root) { b.clone() } else { self.value_at_root(at) };
+        let v = if let Some(b) = self.bound.get(&root) {
+            b.clone()
+        } else {
+            self.value_at_root(at)
+        };
         let out_ty = c_type(self.graph.ty(root).dtype);
-        let value = if v.ty == out_ty { v.expr } else if out_ty == CTy::F32 { v.to_f32() } else { cast(out_ty, v.expr) };
+        let value = if v.ty == out_ty {
+            v.expr
+        } else if out_ty == CTy::F32 {
+            v.to_f32()
+        } else {
+            cast(out_ty, v.expr)
+        };
         self.assign(load("out", at.linear(&shape)), AssignOp::Set, value);
     }
 

@@ -1,7 +1,7 @@
 //! The one printer: kernel IR to CUDA C text. Output depends only on its
 //! input, so snapshots of generated kernels do not churn.
 
-use super::kir::{AssignOp, KExpr, KStmt, Kernel};
+use super::kir::{AssignOp, KExpr, KStmt, Kernel, Unroll};
 use std::fmt::Write;
 
 /// Prints a whole translation unit: header comment, include, kernels.
@@ -24,7 +24,14 @@ pub fn print_kernel(out: &mut String, k: &Kernel) {
     let params: Vec<String> = k
         .params
         .iter()
-        .map(|p| format!("{}{}* __restrict__ {}", if p.is_const { "const " } else { "" }, p.ty.c_name(), p.name))
+        .map(|p| {
+            format!(
+                "{}{}* __restrict__ {}",
+                if p.is_const { "const " } else { "" },
+                p.ty.c_name(),
+                p.name
+            )
+        })
         .collect();
     let _ = writeln!(
         out,
@@ -52,8 +59,19 @@ fn print_block(out: &mut String, stmts: &[KStmt], depth: usize) {
 fn print_stmt(out: &mut String, s: &KStmt, depth: usize) {
     indent(out, depth);
     match s {
-        KStmt::Let { ty, name, value, mutable } => {
-            let _ = writeln!(out, "{}{} {name} = {};", if *mutable { "" } else { "const " }, ty.c_name(), expr(value));
+        KStmt::Let {
+            ty,
+            name,
+            value,
+            mutable,
+        } => {
+            let _ = writeln!(
+                out,
+                "{}{} {name} = {};",
+                if *mutable { "" } else { "const " },
+                ty.c_name(),
+                expr(value)
+            );
         }
         KStmt::Assign { target, op, value } => {
             let op = match op {
@@ -62,18 +80,42 @@ fn print_stmt(out: &mut String, s: &KStmt, depth: usize) {
             };
             let _ = writeln!(out, "{} {op} {};", expr(target), expr(value));
         }
-        KStmt::For { var, start, end, step, body, unroll } => {
-            if *unroll {
-                out.push_str("#pragma unroll\n");
+        KStmt::For {
+            var,
+            start,
+            end,
+            step,
+            body,
+            unroll,
+        } => {
+            match unroll {
+                Unroll::Compiler => {}
+                Unroll::Full => out.push_str("#pragma unroll\n"),
+                Unroll::Never => out.push_str("#pragma unroll 1\n"),
+            }
+            if *unroll != Unroll::Compiler {
                 indent(out, depth);
             }
-            let step = if step.is_int(1) { format!("++{var}") } else { format!("{var} += {}", expr(step)) };
-            let _ = writeln!(out, "for (int {var} = {}; {var} < {}; {step}) {{", expr(start), expr(end));
+            let step = if step.is_int(1) {
+                format!("++{var}")
+            } else {
+                format!("{var} += {}", expr(step))
+            };
+            let _ = writeln!(
+                out,
+                "for (int {var} = {}; {var} < {}; {step}) {{",
+                expr(start),
+                expr(end)
+            );
             print_block(out, body, depth + 1);
             indent(out, depth);
             out.push_str("}\n");
         }
-        KStmt::If { cond, then, otherwise } => {
+        KStmt::If {
+            cond,
+            then,
+            otherwise,
+        } => {
             let _ = writeln!(out, "if ({}) {{", expr(cond));
             print_block(out, then, depth + 1);
             indent(out, depth);
@@ -191,7 +233,11 @@ pub fn float_literal(v: f32) -> String {
         return "__int_as_float(0x7fffffff)".into();
     }
     if v.is_infinite() {
-        return if v > 0.0 { "__int_as_float(0x7f800000)".into() } else { "__int_as_float(0xff800000)".into() };
+        return if v > 0.0 {
+            "__int_as_float(0x7f800000)".into()
+        } else {
+            "__int_as_float(0xff800000)".into()
+        };
     }
     let mut s = format!("{v:?}");
     if !s.contains(['.', 'e', 'E']) {
@@ -220,7 +266,10 @@ mod tests {
         assert_eq!(float_literal(1.0), "1.0f");
         assert_eq!(float_literal(1e-5), "1e-5f");
         assert_eq!(float_literal(0.1), "0.1f");
-        assert_eq!(float_literal(f32::NEG_INFINITY), "__int_as_float(0xff800000)");
+        assert_eq!(
+            float_literal(f32::NEG_INFINITY),
+            "__int_as_float(0xff800000)"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! for A, B and the output; the template supplies the loop schedule.
 
 use super::ctx::{Coords, KernelCtx, Value};
-use super::kir::{f32c, int, load, var, AssignOp, CTy, KExpr, KStmt};
+use super::kir::{f32c, int, load, var, AssignOp, CTy, KExpr, KStmt, Unroll};
 use super::templates::{block_idx, ceil_div, thread_idx};
 use super::Target;
 use crate::ir::NodeId;
@@ -51,9 +51,17 @@ pub fn emit(k: &mut KernelCtx, anchor: NodeId, shape: GemmShape, ops: &dyn GemmO
 fn emit_gpu(k: &mut KernelCtx, anchor: NodeId, s: GemmShape, ops: &dyn GemmOperands) {
     k.cooperative = true;
     k.block = [THREADS as u32, 1, 1];
-    k.grid = [ceil_div(s.n, TILE) as u32, ceil_div(s.m, TILE) as u32, s.batch as u32];
+    k.grid = [
+        ceil_div(s.n, TILE) as u32,
+        ceil_div(s.m, TILE) as u32,
+        s.batch as u32,
+    ];
     let (m_total, n_total, k_total) = (int(s.m as i64), int(s.n as i64), int(s.k as i64));
-    let b = if s.batch == 1 { int(0) } else { k.constant("b", CTy::I32, block_idx('z')) };
+    let b = if s.batch == 1 {
+        int(0)
+    } else {
+        k.constant("b", CTy::I32, block_idx('z'))
+    };
     let m0 = k.constant("m0", CTy::I32, block_idx('y') * TILE as i64);
     let n0 = k.constant("n0", CTy::I32, block_idx('x') * TILE as i64);
     let tx = k.constant("tx", CTy::I32, thread_idx('x').rem(int(16)));
@@ -61,27 +69,59 @@ fn emit_gpu(k: &mut KernelCtx, anchor: NodeId, s: GemmShape, ops: &dyn GemmOpera
     // A is stored [k][m] with one pad column so the transposing stores do
     // not collide on a shared-memory bank.
     let a_stride = TILE as i64 + 1;
-    k.emit(KStmt::Shared { ty: CTy::F32, name: "As".into(), len: TILE_K * (TILE + 1) });
-    k.emit(KStmt::Shared { ty: CTy::F32, name: "Bs".into(), len: TILE_K * TILE });
-    k.emit(KStmt::Array { ty: CTy::F32, name: "acc".into(), len: MICRO * MICRO });
-    k.emit(unrolled("r", MICRO * MICRO, vec![set(load("acc", var("r")), f32c(0.0))]));
+    k.emit(KStmt::Shared {
+        ty: CTy::F32,
+        name: "As".into(),
+        len: TILE_K * (TILE + 1),
+    });
+    k.emit(KStmt::Shared {
+        ty: CTy::F32,
+        name: "Bs".into(),
+        len: TILE_K * TILE,
+    });
+    k.emit(KStmt::Array {
+        ty: CTy::F32,
+        name: "acc".into(),
+        len: MICRO * MICRO,
+    });
+    k.emit(unrolled(
+        "r",
+        MICRO * MICRO,
+        vec![set(load("acc", var("r")), f32c(0.0))],
+    ));
 
     let mut tile = Vec::new();
     // Threads walk A along k and B along n, the contiguous axes of most operands.
     k.push_scope();
     let e = k.constant("e", CTy::I32, thread_idx('x') + var("l") * THREADS as i64);
-    let (am, ak) = (m0.clone() + e.clone() / TILE_K as i64, var("k0") + e.clone().rem(int(TILE_K as i64)));
+    let (am, ak) = (
+        m0.clone() + e.clone() / TILE_K as i64,
+        var("k0") + e.clone().rem(int(TILE_K as i64)),
+    );
     let a_val = ops.a(k, &b, &am, &ak);
-    let a_in = am.clone().lt(m_total.clone()).and(ak.clone().lt(k_total.clone()));
+    let a_in = am
+        .clone()
+        .lt(m_total.clone())
+        .and(ak.clone().lt(k_total.clone()));
     k.assign(
-        load("As", e.clone().rem(int(TILE_K as i64)) * a_stride + e.clone() / TILE_K as i64),
+        load(
+            "As",
+            e.clone().rem(int(TILE_K as i64)) * a_stride + e.clone() / TILE_K as i64,
+        ),
         AssignOp::Set,
         super::kir::select(a_in, a_val, f32c(0.0)),
     );
-    let (bk, bn) = (var("k0") + e.clone() / TILE as i64, n0.clone() + e.clone().rem(int(TILE as i64)));
+    let (bk, bn) = (
+        var("k0") + e.clone() / TILE as i64,
+        n0.clone() + e.clone().rem(int(TILE as i64)),
+    );
     let b_val = ops.b(k, &b, &bk, &bn);
     let b_in = bk.lt(k_total.clone()).and(bn.lt(n_total.clone()));
-    k.assign(load("Bs", e), AssignOp::Set, super::kir::select(b_in, b_val, f32c(0.0)));
+    k.assign(
+        load("Bs", e),
+        AssignOp::Set,
+        super::kir::select(b_in, b_val, f32c(0.0)),
+    );
     let loads = k.pop_scope();
     tile.push(KStmt::For {
         var: "l".into(),
@@ -89,18 +129,32 @@ fn emit_gpu(k: &mut KernelCtx, anchor: NodeId, s: GemmShape, ops: &dyn GemmOpera
         end: int((TILE * TILE_K / THREADS) as i64),
         step: int(1),
         body: loads,
-        unroll: true,
+        unroll: Unroll::Full,
     });
     tile.push(KStmt::SyncThreads);
     let product = vec![
-        KStmt::Array { ty: CTy::F32, name: "a".into(), len: MICRO },
-        KStmt::Array { ty: CTy::F32, name: "bv".into(), len: MICRO },
+        KStmt::Array {
+            ty: CTy::F32,
+            name: "a".into(),
+            len: MICRO,
+        },
+        KStmt::Array {
+            ty: CTy::F32,
+            name: "bv".into(),
+            len: MICRO,
+        },
         unrolled(
             "r",
             MICRO,
             vec![
-                set(load("a", var("r")), load("As", var("kk") * a_stride + ty.clone() + var("r") * 16)),
-                set(load("bv", var("r")), load("Bs", var("kk") * TILE as i64 + tx.clone() + var("r") * 16)),
+                set(
+                    load("a", var("r")),
+                    load("As", var("kk") * a_stride + ty.clone() + var("r") * 16),
+                ),
+                set(
+                    load("bv", var("r")),
+                    load("Bs", var("kk") * TILE as i64 + tx.clone() + var("r") * 16),
+                ),
             ],
         ),
         unrolled(
@@ -109,25 +163,48 @@ fn emit_gpu(k: &mut KernelCtx, anchor: NodeId, s: GemmShape, ops: &dyn GemmOpera
             vec![KStmt::Assign {
                 target: load("acc", var("r")),
                 op: AssignOp::Add,
-                value: load("a", var("r") / MICRO as i64) * load("bv", var("r").rem(int(MICRO as i64))),
+                value: load("a", var("r") / MICRO as i64)
+                    * load("bv", var("r").rem(int(MICRO as i64))),
             }],
         ),
     ];
-    tile.push(KStmt::For { var: "kk".into(), start: int(0), end: int(TILE_K as i64), step: int(1), body: product, unroll: true });
+    tile.push(KStmt::For {
+        var: "kk".into(),
+        start: int(0),
+        end: int(TILE_K as i64),
+        step: int(1),
+        body: product,
+        unroll: Unroll::Full,
+    });
     tile.push(KStmt::SyncThreads);
-    k.emit(KStmt::For { var: "k0".into(), start: int(0), end: k_total, step: int(TILE_K as i64), body: tile, unroll: false });
+    k.emit(KStmt::For {
+        var: "k0".into(),
+        start: int(0),
+        end: k_total,
+        step: int(TILE_K as i64),
+        body: tile,
+        unroll: Unroll::Compiler,
+    });
 
     // Epilogue: each thread's 4×4 outputs, strided by 16 so that a warp's
     // stores are contiguous.
     k.push_scope();
     let gm = k.constant("gm", CTy::I32, m0 + ty + var("r") / MICRO as i64 * 16);
-    let gn = k.constant("gn", CTy::I32, n0 + tx + var("r").rem(int(MICRO as i64)) * 16);
+    let gn = k.constant(
+        "gn",
+        CTy::I32,
+        n0 + tx + var("r").rem(int(MICRO as i64)) * 16,
+    );
     k.push_scope();
     k.bind(anchor, Value::f32(load("acc", var("r"))));
     let at = ops.out(k, &b, &gm, &gn);
     k.store_root(&at);
     let store = k.pop_scope();
-    k.emit(KStmt::If { cond: gm.lt(m_total).and(gn.lt(n_total)), then: store, otherwise: vec![] });
+    k.emit(KStmt::If {
+        cond: gm.lt(m_total).and(gn.lt(n_total)),
+        then: store,
+        otherwise: vec![],
+    });
     let epilogue = k.pop_scope();
     k.emit(unrolled("r", MICRO * MICRO, epilogue));
 }
@@ -135,18 +212,41 @@ fn emit_gpu(k: &mut KernelCtx, anchor: NodeId, s: GemmShape, ops: &dyn GemmOpera
 fn emit_cpu(k: &mut KernelCtx, anchor: NodeId, s: GemmShape, ops: &dyn GemmOperands) {
     k.block = [1, 1, 1];
     k.grid = [s.m as u32, s.batch as u32, 1];
-    let acc_ty = if s.k > CPU_DOUBLE_ACC_K { CTy::F64 } else { CTy::F32 };
-    let b = if s.batch == 1 { int(0) } else { k.constant("b", CTy::I32, block_idx('y')) };
+    let acc_ty = if s.k > CPU_DOUBLE_ACC_K {
+        CTy::F64
+    } else {
+        CTy::F32
+    };
+    let b = if s.batch == 1 {
+        int(0)
+    } else {
+        k.constant("b", CTy::I32, block_idx('y'))
+    };
     let m = k.constant("m", CTy::I32, block_idx('x'));
     let cols = CPU_COLS.min(s.n);
     k.push_scope();
     let width = if s.n % cols == 0 {
         int(cols as i64)
     } else {
-        k.constant("width", CTy::I32, super::kir::call("min", vec![int(cols as i64), int(s.n as i64) - var("n0")]))
+        k.constant(
+            "width",
+            CTy::I32,
+            super::kir::call("min", vec![int(cols as i64), int(s.n as i64) - var("n0")]),
+        )
     };
-    k.emit(KStmt::Array { ty: acc_ty, name: "acc".into(), len: cols });
-    k.emit(KStmt::For { var: "c".into(), start: int(0), end: width.clone(), step: int(1), body: vec![set(load("acc", var("c")), f32c(0.0))], unroll: false });
+    k.emit(KStmt::Array {
+        ty: acc_ty,
+        name: "acc".into(),
+        len: cols,
+    });
+    k.emit(KStmt::For {
+        var: "c".into(),
+        start: int(0),
+        end: width.clone(),
+        step: int(1),
+        body: vec![set(load("acc", var("c")), f32c(0.0))],
+        unroll: Unroll::Never,
+    });
     // k outer, columns inner: the inner loop walks B along n, which the
     // C++ compiler vectorises when B is contiguous there.
     k.push_scope();
@@ -156,26 +256,76 @@ fn emit_cpu(k: &mut KernelCtx, anchor: NodeId, s: GemmShape, ops: &dyn GemmOpera
     let acc_update = KStmt::Assign {
         target: load("acc", var("c")),
         op: AssignOp::Add,
-        value: if acc_ty == CTy::F64 { super::kir::cast(CTy::F64, a) * bv } else { a * bv },
+        value: if acc_ty == CTy::F64 {
+            super::kir::cast(CTy::F64, a) * bv
+        } else {
+            a * bv
+        },
     };
-    k.emit(KStmt::For { var: "c".into(), start: int(0), end: width.clone(), step: int(1), body: vec![acc_update], unroll: false });
+    k.emit(KStmt::For {
+        var: "c".into(),
+        start: int(0),
+        end: width.clone(),
+        step: int(1),
+        body: vec![acc_update],
+        unroll: Unroll::Never,
+    });
     let inner = k.pop_scope();
-    k.emit(KStmt::For { var: "kk".into(), start: int(0), end: int(s.k as i64), step: int(1), body: inner, unroll: false });
+    k.emit(KStmt::For {
+        var: "kk".into(),
+        start: int(0),
+        end: int(s.k as i64),
+        step: int(1),
+        body: inner,
+        unroll: Unroll::Compiler,
+    });
     k.push_scope();
     let acc = load("acc", var("c"));
-    k.bind(anchor, Value::f32(if acc_ty == CTy::F64 { super::kir::cast(CTy::F32, acc) } else { acc }));
+    k.bind(
+        anchor,
+        Value::f32(if acc_ty == CTy::F64 {
+            super::kir::cast(CTy::F32, acc)
+        } else {
+            acc
+        }),
+    );
     let at = ops.out(k, &b, &m, &(var("n0") + var("c")));
     k.store_root(&at);
     let store = k.pop_scope();
-    k.emit(KStmt::For { var: "c".into(), start: int(0), end: width, step: int(1), body: store, unroll: false });
+    k.emit(KStmt::For {
+        var: "c".into(),
+        start: int(0),
+        end: width,
+        step: int(1),
+        body: store,
+        unroll: Unroll::Never,
+    });
     let chunk = k.pop_scope();
-    k.emit(KStmt::For { var: "n0".into(), start: int(0), end: int(s.n as i64), step: int(cols as i64), body: chunk, unroll: false });
+    k.emit(KStmt::For {
+        var: "n0".into(),
+        start: int(0),
+        end: int(s.n as i64),
+        step: int(cols as i64),
+        body: chunk,
+        unroll: Unroll::Compiler,
+    });
 }
 
 fn set(target: KExpr, value: KExpr) -> KStmt {
-    KStmt::Assign { target, op: AssignOp::Set, value }
+    KStmt::Assign {
+        target,
+        op: AssignOp::Set,
+        value,
+    }
 }
 
 fn unrolled(var_name: &str, n: usize, body: Vec<KStmt>) -> KStmt {
-    KStmt::For { var: var_name.into(), start: int(0), end: int(n as i64), step: int(1), body, unroll: true }
+    KStmt::For {
+        var: var_name.into(),
+        start: int(0),
+        end: int(n as i64),
+        step: int(1),
+        body,
+        unroll: Unroll::Full,
+    }
 }

@@ -214,19 +214,60 @@ impl std::ops::Neg for KExpr {
 #[derive(Clone, Debug, PartialEq)]
 pub enum KStmt {
     /// `const ty name = value;` (or without `const` when `mutable`).
-    Let { ty: CTy, name: String, value: KExpr, mutable: bool },
+    Let {
+        ty: CTy,
+        name: String,
+        value: KExpr,
+        mutable: bool,
+    },
     /// `target op value;` where target is a variable or a load (a store).
-    Assign { target: KExpr, op: AssignOp, value: KExpr },
+    Assign {
+        target: KExpr,
+        op: AssignOp,
+        value: KExpr,
+    },
     /// `for (int var = start; var < end; var += step)`
-    For { var: String, start: KExpr, end: KExpr, step: KExpr, body: Vec<KStmt>, unroll: bool },
-    If { cond: KExpr, then: Vec<KStmt>, otherwise: Vec<KStmt> },
+    For {
+        var: String,
+        start: KExpr,
+        end: KExpr,
+        step: KExpr,
+        body: Vec<KStmt>,
+        unroll: Unroll,
+    },
+    If {
+        cond: KExpr,
+        then: Vec<KStmt>,
+        otherwise: Vec<KStmt>,
+    },
     Return,
     SyncThreads,
     /// `__shared__ ty name[len];`
-    Shared { ty: CTy, name: String, len: usize },
+    Shared {
+        ty: CTy,
+        name: String,
+        len: usize,
+    },
     /// A local array, `ty name[len];`
-    Array { ty: CTy, name: String, len: usize },
+    Array {
+        ty: CTy,
+        name: String,
+        len: usize,
+    },
     Comment(String),
+}
+
+/// How NVRTC may unroll a loop (the C++ compiler of the host shim ignores
+/// these pragmas).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unroll {
+    /// The compiler decides.
+    Compiler,
+    /// `#pragma unroll`: small constant trip counts that index register arrays.
+    Full,
+    /// `#pragma unroll 1`: CPU-schedule loops over local arrays, which a
+    /// GPU compile would otherwise unroll into spilled registers.
+    Never,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -58,7 +58,12 @@ impl Program {
 }
 
 /// Generates the kernels of a specialised graph under a fusion plan.
-pub fn generate(graph: &Graph, fusion: &Fusion, target: Target, source: Option<&SourceFile>) -> Result<Program, CodegenError> {
+pub fn generate(
+    graph: &Graph,
+    fusion: &Fusion,
+    target: Target,
+    source: Option<&SourceFile>,
+) -> Result<Program, CodegenError> {
     check_types(graph, fusion)?;
     let mut kernels = Vec::new();
     let mut launches = Vec::new();
@@ -69,13 +74,24 @@ pub fn generate(graph: &Graph, fusion: &Fusion, target: Target, source: Option<&
             Some(anchor) => graph.op(anchor).lower(&mut k, anchor)?,
             None => templates::elementwise(&mut k),
         }
-        let name = unique_name(&mut names, kernel_name(graph, index, group.root, group.anchor));
+        let name = unique_name(
+            &mut names,
+            kernel_name(graph, index, group.root, group.anchor),
+        );
         let doc = describe(graph, &name, &k, source);
         let buffers = k.param_nodes();
         kernels.push(k.finish(name, doc));
-        launches.push(Launch { kernel: index, buffers });
+        launches.push(Launch {
+            kernel: index,
+            buffers,
+        });
     }
-    Ok(Program { title: format!("{} ({} schedule)", graph.name, target.name()), target, kernels, launches })
+    Ok(Program {
+        title: format!("{} ({} schedule)", graph.name, target.name()),
+        target,
+        kernels,
+        launches,
+    })
 }
 
 fn check_types(graph: &Graph, fusion: &Fusion) -> Result<(), CodegenError> {
@@ -127,7 +143,11 @@ fn unique_name(used: &mut HashSet<String>, name: String) -> String {
 
 /// The kernel's comment: what it computes and which nodes (and lines) it covers.
 fn describe(graph: &Graph, name: &str, k: &KernelCtx, source: Option<&SourceFile>) -> Vec<String> {
-    let ops: Vec<String> = k.covered.iter().map(|&id| graph.op(id).to_string()).collect();
+    let ops: Vec<String> = k
+        .covered
+        .iter()
+        .map(|&id| graph.op(id).to_string())
+        .collect();
     let mut doc = vec![format!("{name}: {}", ops.join(" → "))];
     let nodes: Vec<String> = k
         .covered

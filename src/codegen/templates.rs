@@ -2,7 +2,7 @@
 //! chunks of outputs per block on the CPU.
 
 use super::ctx::{Coords, KernelCtx};
-use super::kir::{call, int, var, CTy, KExpr, KStmt};
+use super::kir::{call, int, var, CTy, KExpr, KStmt, Unroll};
 use super::Target;
 
 /// Threads per block of the GPU's one-output-per-thread schedules.
@@ -26,14 +26,27 @@ pub fn ceil_div(a: usize, b: usize) -> usize {
 
 /// Runs `body` once per index in `0..n`, with `work` operations per index
 /// (used to size CPU chunks). The body receives the index expression.
-pub fn for_each_output(k: &mut KernelCtx, n: usize, work: usize, body: impl FnOnce(&mut KernelCtx, KExpr)) {
+pub fn for_each_output(
+    k: &mut KernelCtx,
+    n: usize,
+    work: usize,
+    body: impl FnOnce(&mut KernelCtx, KExpr),
+) {
     match k.target {
         Target::Gpu => {
             let threads = GPU_BLOCK.min(n.next_power_of_two()).max(32);
             k.block = [threads as u32, 1, 1];
             k.grid = [ceil_div(n, threads) as u32, 1, 1];
-            let i = k.constant("i", CTy::I32, block_idx('x') * var("blockDim.x") + thread_idx('x'));
-            k.emit(KStmt::If { cond: i.clone().ge(int(n as i64)), then: vec![KStmt::Return], otherwise: vec![] });
+            let i = k.constant(
+                "i",
+                CTy::I32,
+                block_idx('x') * var("blockDim.x") + thread_idx('x'),
+            );
+            k.emit(KStmt::If {
+                cond: i.clone().ge(int(n as i64)),
+                then: vec![KStmt::Return],
+                otherwise: vec![],
+            });
             body(k, i);
         }
         Target::Cpu => {
@@ -44,12 +57,23 @@ pub fn for_each_output(k: &mut KernelCtx, n: usize, work: usize, body: impl FnOn
             let end = if chunk >= n {
                 int(n as i64)
             } else {
-                k.constant("end", CTy::I32, call("min", vec![begin.clone() + chunk as i64, int(n as i64)]))
+                k.constant(
+                    "end",
+                    CTy::I32,
+                    call("min", vec![begin.clone() + chunk as i64, int(n as i64)]),
+                )
             };
             k.push_scope();
             body(k, var("i"));
             let stmts = k.pop_scope();
-            k.emit(KStmt::For { var: "i".into(), start: begin, end, step: int(1), body: stmts, unroll: false });
+            k.emit(KStmt::For {
+                var: "i".into(),
+                start: begin,
+                end,
+                step: int(1),
+                body: stmts,
+                unroll: Unroll::Compiler,
+            });
         }
     }
 }

@@ -10,14 +10,22 @@ use std::collections::{BTreeMap, HashMap};
 
 /// The sizes of symbols (`B`, `T`) implied by the shapes of given inputs.
 /// `inputs` pairs each input node with its tensor.
-pub fn infer_sizes(graph: &Graph, inputs: &[(NodeId, &Tensor)]) -> Result<HashMap<String, i64>, String> {
+pub fn infer_sizes(
+    graph: &Graph,
+    inputs: &[(NodeId, &Tensor)],
+) -> Result<HashMap<String, i64>, String> {
     let mut sizes: HashMap<String, i64> = HashMap::new();
     // Plain symbols first, then check every size (expressions included).
     for &(id, t) in inputs {
         let ty = graph.ty(id);
         let name = &graph.node(id).origin.name;
         if t.shape.len() != ty.rank() {
-            return Err(format!("input `{name}` should have shape {}, but the data has {} axes {:?}", fmt_shape(&ty.shape), t.shape.len(), t.shape));
+            return Err(format!(
+                "input `{name}` should have shape {}, but the data has {} axes {:?}",
+                fmt_shape(&ty.shape),
+                t.shape.len(),
+                t.shape
+            ));
         }
         for (d, &n) in ty.shape.iter().zip(&t.shape) {
             let syms: Vec<&str> = d.symbols().collect();
@@ -25,7 +33,9 @@ pub fn infer_sizes(graph: &Graph, inputs: &[(NodeId, &Tensor)]) -> Result<HashMa
                 let s = syms[0].to_string();
                 match sizes.get(&s) {
                     Some(&v) if v != n as i64 => {
-                        return Err(format!("input `{name}` gives {s} = {n}, but an earlier input gave {s} = {v}"));
+                        return Err(format!(
+                            "input `{name}` gives {s} = {n}, but an earlier input gave {s} = {v}"
+                        ));
                     }
                     _ => {
                         sizes.insert(s, n as i64);
@@ -82,7 +92,11 @@ pub fn initial_params(graph: &Graph, seed: u64) -> BTreeMap<String, Tensor> {
 /// Checks a weight file's tensors against the model's parameters; every
 /// problem (missing, unexpected, wrong shape or dtype) is listed together.
 /// Buffers that a file may omit are not required when `buffers_optional`.
-pub fn check_weights(graph: &Graph, weights: &BTreeMap<String, Tensor>, buffers_optional: bool) -> Result<(), Vec<String>> {
+pub fn check_weights(
+    graph: &Graph,
+    weights: &BTreeMap<String, Tensor>,
+    buffers_optional: bool,
+) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
     let params = param_nodes(graph);
     for (name, id) in &params {
@@ -94,7 +108,11 @@ pub fn check_weights(graph: &Graph, weights: &BTreeMap<String, Tensor>, buffers_
             Some(t) => {
                 let dims = ty.dims().unwrap_or_default();
                 if t.shape != dims {
-                    problems.push(format!("`{name}` has shape {:?}, the model expects {}", t.shape, fmt_shape(&ty.shape)));
+                    problems.push(format!(
+                        "`{name}` has shape {:?}, the model expects {}",
+                        t.shape,
+                        fmt_shape(&ty.shape)
+                    ));
                 }
                 let fits = match ty.dtype {
                     DType::F32 => t.dtype().is_float(),
@@ -102,14 +120,20 @@ pub fn check_weights(graph: &Graph, weights: &BTreeMap<String, Tensor>, buffers_
                     DType::F64 => t.dtype().is_float(),
                 };
                 if !fits {
-                    problems.push(format!("`{name}` is {}, the model expects {}", t.dtype(), ty.dtype));
+                    problems.push(format!(
+                        "`{name}` is {}, the model expects {}",
+                        t.dtype(),
+                        ty.dtype
+                    ));
                 }
             }
         }
     }
     for name in weights.keys() {
         if !params.iter().any(|(n, _)| n == name) {
-            problems.push(format!("unexpected `{name}`: the model has no such parameter"));
+            problems.push(format!(
+                "unexpected `{name}`: the model has no such parameter"
+            ));
         }
     }
     if problems.is_empty() {

@@ -49,7 +49,9 @@ impl Device {
             DeviceChoice::Auto => match CudaDevice::new(0) {
                 Ok(d) => Ok(Device::Cuda(Arc::new(d))),
                 Err(e) => {
-                    notice(&format!("no usable CUDA GPU ({e}); running on the cpu device"));
+                    notice(&format!(
+                        "no usable CUDA GPU ({e}); running on the cpu device"
+                    ));
                     Ok(Device::Cpu)
                 }
             },
@@ -82,11 +84,19 @@ pub enum ExecError {
     #[error("host shim: {0}")]
     Host(#[from] HostError),
     #[error("NVRTC: {error}{}", saved.as_ref().map(|p| format!("\n  the failing source and log are saved in {}", p.display())).unwrap_or_default())]
-    Nvrtc { error: NvrtcError, saved: Option<PathBuf> },
+    Nvrtc {
+        error: NvrtcError,
+        saved: Option<PathBuf>,
+    },
     #[error("CUDA: {0}")]
     Cuda(#[from] CudaError),
     #[error("{what} `{name}` should be {expected}, got {got}")]
-    Mismatch { what: &'static str, name: String, expected: String, got: String },
+    Mismatch {
+        what: &'static str,
+        name: String,
+        expected: String,
+        got: String,
+    },
     #[error("`{0}` is not stored in a buffer (it was fused into the kernels that use it)")]
     NotStored(String),
 }
@@ -103,8 +113,15 @@ pub struct Options {
 }
 
 enum Backend {
-    Host { module: HostModule, buffers: Vec<Vec<u64>> },
-    Cuda { device: Arc<CudaDevice>, kernels: Vec<cuda::Kernel>, buffers: Vec<DeviceBuffer> },
+    Host {
+        module: HostModule,
+        buffers: Vec<Vec<u64>>,
+    },
+    Cuda {
+        device: Arc<CudaDevice>,
+        kernels: Vec<cuda::Kernel>,
+        buffers: Vec<DeviceBuffer>,
+    },
 }
 
 pub struct Executable {
@@ -118,7 +135,12 @@ pub struct Executable {
 impl Executable {
     /// Compiles a specialised graph so that every node in `required` ends
     /// up in a buffer.
-    pub fn new(graph: Graph, required: &[NodeId], device: &Device, options: &Options) -> Result<Executable, ExecError> {
+    pub fn new(
+        graph: Graph,
+        required: &[NodeId],
+        device: &Device,
+        options: &Options,
+    ) -> Result<Executable, ExecError> {
         let fusion = Fusion::new(&graph, required);
         let target = options.target.unwrap_or_else(|| device.default_target());
         let program = generate(&graph, &fusion, target, options.source.as_ref())?;
@@ -126,31 +148,69 @@ impl Executable {
         let backend = match device {
             Device::Cpu => {
                 let sigs: Vec<HostKernelSig> = program.kernels.iter().map(host_signature).collect();
-                let module = HostModule::compile(&program.source(), &[("netc.cuh", NETC_CUH)], &sigs, options.cache.as_ref())?;
-                let buffers = plan.slots.iter().map(|s| vec![0u64; s.bytes.div_ceil(8)]).collect();
+                let module = HostModule::compile(
+                    &program.source(),
+                    &[("netc.cuh", NETC_CUH)],
+                    &sigs,
+                    options.cache.as_ref(),
+                )?;
+                let buffers = plan
+                    .slots
+                    .iter()
+                    .map(|s| vec![0u64; s.bytes.div_ceil(8)])
+                    .collect();
                 Backend::Host { module, buffers }
             }
             Device::Cuda(dev) => {
                 let (major, minor) = dev.compute_capability();
-                let nvrtc = Nvrtc::load().map_err(|error| ExecError::Nvrtc { error, saved: None })?;
+                let nvrtc =
+                    Nvrtc::load().map_err(|error| ExecError::Nvrtc { error, saved: None })?;
                 let source = program.source();
                 let compiled = nvrtc
-                    .compile_cached(options.cache.as_ref(), &source, &[("netc.cuh", NETC_CUH)], NvrtcTarget::cubin_for(major, minor), &[])
+                    .compile_cached(
+                        options.cache.as_ref(),
+                        &source,
+                        &[("netc.cuh", NETC_CUH)],
+                        NvrtcTarget::cubin_for(major, minor),
+                        &[],
+                    )
                     .map_err(|error| {
                         let saved = error.save_failure(&std::env::temp_dir()).ok().flatten();
                         ExecError::Nvrtc { error, saved }
                     })?;
                 let module = dev.load_module(&compiled.image)?;
-                let kernels = program.kernels.iter().map(|k| module.kernel(&k.name)).collect::<Result<Vec<_>, _>>()?;
-                let buffers = plan.slots.iter().map(|s| dev.alloc(s.bytes)).collect::<Result<Vec<_>, _>>()?;
-                Backend::Cuda { device: dev.clone(), kernels, buffers }
+                let kernels = program
+                    .kernels
+                    .iter()
+                    .map(|k| module.kernel(&k.name))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let buffers = plan
+                    .slots
+                    .iter()
+                    .map(|s| dev.alloc(s.bytes))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Backend::Cuda {
+                    device: dev.clone(),
+                    kernels,
+                    buffers,
+                }
             }
         };
-        Ok(Executable { graph, fusion, program, plan, backend })
+        Ok(Executable {
+            graph,
+            fusion,
+            program,
+            plan,
+            backend,
+        })
     }
 
     fn slot(&self, node: NodeId) -> Result<usize, ExecError> {
-        self.plan.slot_of.get(&node).copied().ok_or_else(|| ExecError::NotStored(self.graph.node(node).origin.name.clone()))
+        self.plan
+            .slot_of
+            .get(&node)
+            .copied()
+            .ok_or_else(|| ExecError::NotStored(self.graph.node(node).origin.name.clone()))
     }
 
     /// Copies a tensor into a node's buffer, converting floats to the node's dtype.
@@ -159,13 +219,23 @@ impl Executable {
         let name = self.graph.node(node).origin.name.clone();
         let dims = ty.dims().unwrap_or_default();
         if t.shape != dims {
-            return Err(ExecError::Mismatch { what: "tensor", name, expected: fmt_shape(&ty.shape), got: format!("{:?}", t.shape) });
+            return Err(ExecError::Mismatch {
+                what: "tensor",
+                name,
+                expected: fmt_shape(&ty.shape),
+                got: format!("{:?}", t.shape),
+            });
         }
         let converted = match (ty.dtype, t.dtype()) {
             (DType::F32, DType::F32 | DType::F64) => t.cast(DType::F32),
             (DType::I64, DType::I64) => t.clone(),
             (want, got) => {
-                return Err(ExecError::Mismatch { what: "tensor", name, expected: format!("dtype {want}"), got: format!("dtype {got}") });
+                return Err(ExecError::Mismatch {
+                    what: "tensor",
+                    name,
+                    expected: format!("dtype {want}"),
+                    got: format!("dtype {got}"),
+                });
             }
         };
         let bytes = converted.to_le_bytes();
@@ -179,7 +249,9 @@ impl Executable {
                     *word = u64::from_le_bytes(w);
                 }
             }
-            Backend::Cuda { device, buffers, .. } => {
+            Backend::Cuda {
+                device, buffers, ..
+            } => {
                 let buf = &mut buffers[slot];
                 let mut padded = bytes;
                 padded.resize(buf.len(), 0);
@@ -197,33 +269,57 @@ impl Executable {
         let len = n * ty.dtype.size_bytes();
         let slot = self.slot(node)?;
         let bytes: Vec<u8> = match &self.backend {
-            Backend::Host { buffers, .. } => buffers[slot].iter().flat_map(|w| w.to_le_bytes()).take(len).collect(),
-            Backend::Cuda { device, buffers, .. } => {
+            Backend::Host { buffers, .. } => buffers[slot]
+                .iter()
+                .flat_map(|w| w.to_le_bytes())
+                .take(len)
+                .collect(),
+            Backend::Cuda {
+                device, buffers, ..
+            } => {
                 let mut b: Vec<u8> = device.read(&buffers[slot])?;
                 b.truncate(len);
                 b
             }
         };
-        Tensor::from_le_bytes(ty.dtype, dims, &bytes).ok_or_else(|| ExecError::NotStored(self.graph.node(node).origin.name.clone()))
+        Tensor::from_le_bytes(ty.dtype, dims, &bytes)
+            .ok_or_else(|| ExecError::NotStored(self.graph.node(node).origin.name.clone()))
     }
 
     /// Runs every kernel once, in order, and waits for them.
     pub fn run(&mut self) -> Result<(), ExecError> {
         match &mut self.backend {
             Backend::Host { module, buffers } => {
-                let ptrs: Vec<*mut c_void> = buffers.iter_mut().map(|b| b.as_mut_ptr().cast()).collect();
+                let ptrs: Vec<*mut c_void> =
+                    buffers.iter_mut().map(|b| b.as_mut_ptr().cast()).collect();
                 for (launch, kernel) in self.program.launches.iter().zip(&self.program.kernels) {
-                    let args: Vec<HostArg> = launch.buffers.iter().map(|b| HostArg::Ptr(ptrs[self.plan.slot_of[b]])).collect();
+                    let args: Vec<HostArg> = launch
+                        .buffers
+                        .iter()
+                        .map(|b| HostArg::Ptr(ptrs[self.plan.slot_of[b]]))
+                        .collect();
                     // SAFETY: every buffer is sized by the plan for the node it
                     // holds, which is the extent the generated kernel indexes;
                     // nothing else touches the buffers during the launch.
                     unsafe { module.launch(launch.kernel, kernel.grid, kernel.block, &args)? };
                 }
             }
-            Backend::Cuda { device, kernels, buffers } => {
+            Backend::Cuda {
+                device,
+                kernels,
+                buffers,
+            } => {
                 for (launch, kernel) in self.program.launches.iter().zip(&self.program.kernels) {
-                    let args: Vec<KernelArg> = launch.buffers.iter().map(|b| KernelArg::Buffer(&buffers[self.plan.slot_of[b]])).collect();
-                    let dims = LaunchDims { grid: kernel.grid, block: kernel.block, shared_bytes: 0 };
+                    let args: Vec<KernelArg> = launch
+                        .buffers
+                        .iter()
+                        .map(|b| KernelArg::Buffer(&buffers[self.plan.slot_of[b]]))
+                        .collect();
+                    let dims = LaunchDims {
+                        grid: kernel.grid,
+                        block: kernel.block,
+                        shared_bytes: 0,
+                    };
                     device.launch(&kernels[launch.kernel], dims, &args)?;
                 }
                 device.synchronize()?;
@@ -267,5 +363,9 @@ fn host_signature(k: &crate::codegen::kir::Kernel) -> HostKernelSig {
             is_const: p.is_const,
         })
         .collect();
-    HostKernelSig { name: k.name.clone(), params, cooperative: k.cooperative }
+    HostKernelSig {
+        name: k.name.clone(),
+        params,
+        cooperative: k.cooperative,
+    }
 }

@@ -45,7 +45,10 @@ pub enum BinOp {
 
 impl BinOp {
     pub fn is_comparison(self) -> bool {
-        matches!(self, BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne)
+        matches!(
+            self,
+            BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne
+        )
     }
 }
 
@@ -61,7 +64,10 @@ pub enum SExpr {
     /// A uniform number in [0, 1) from a counter-based hash of
     /// (seed operand, salt, flat output index): the same on every device and
     /// recomputable in the backward pass, so dropout masks are never stored.
-    Uniform { seed: usize, salt: u32 },
+    Uniform {
+        seed: usize,
+        salt: u32,
+    },
     Unary(UnOp, Box<SExpr>),
     Binary(BinOp, Box<SExpr>, Box<SExpr>),
     /// `cond != 0 ? a : b`
@@ -198,7 +204,9 @@ impl SExpr {
         match self {
             SExpr::Unary(op, a) => SExpr::unary(*op, a.map_leaves(f)),
             SExpr::Binary(op, a, b) => SExpr::binary(*op, a.map_leaves(f), b.map_leaves(f)),
-            SExpr::Select(c, a, b) => SExpr::select(c.map_leaves(f), a.map_leaves(f), b.map_leaves(f)),
+            SExpr::Select(c, a, b) => {
+                SExpr::select(c.map_leaves(f), a.map_leaves(f), b.map_leaves(f))
+            }
             leaf => f(leaf).unwrap_or_else(|| leaf.clone()),
         }
     }
@@ -207,7 +215,10 @@ impl SExpr {
     pub fn remap_args(&self, map: &[usize]) -> SExpr {
         self.map_leaves(&mut |e| match e {
             SExpr::Arg(k) => Some(SExpr::Arg(map[*k])),
-            SExpr::Uniform { seed, salt } => Some(SExpr::Uniform { seed: map[*seed], salt: *salt }),
+            SExpr::Uniform { seed, salt } => Some(SExpr::Uniform {
+                seed: map[*seed],
+                salt: *salt,
+            }),
             _ => None,
         })
     }
@@ -292,9 +303,14 @@ impl SExpr {
         match self {
             SExpr::Arg(k) => env.args[*k],
             SExpr::Const(v) => *v,
-            SExpr::Size(d) => d.as_const().unwrap_or_else(|| panic!("unbound size {d} at evaluation")) as f64,
+            SExpr::Size(d) => d
+                .as_const()
+                .unwrap_or_else(|| panic!("unbound size {d} at evaluation"))
+                as f64,
             SExpr::Coord(axis) => env.coords[*axis] as f64,
-            SExpr::Uniform { seed, salt } => uniform(env.args[*seed] as i64 as u64, *salt, env.flat as u32),
+            SExpr::Uniform { seed, salt } => {
+                uniform(env.args[*seed] as i64 as u64, *salt, env.flat as u32)
+            }
             SExpr::Unary(op, a) => apply_unary(*op, a.eval(env)),
             SExpr::Binary(op, a, b) => apply_binary(*op, a.eval(env), b.eval(env)),
             SExpr::Select(c, a, b) => {
@@ -368,7 +384,9 @@ pub fn fmix32(mut h: u32) -> u32 {
 /// The counter-based uniform generator; `runtime/netc.cuh` has the same
 /// function (`netc_uniform`) bit for bit.
 pub fn uniform(seed: u64, salt: u32, index: u32) -> f64 {
-    let key = fmix32((seed as u32) ^ fmix32(((seed >> 32) as u32).wrapping_add(salt.wrapping_mul(0x9e37_79b9))));
+    let key = fmix32(
+        (seed as u32) ^ fmix32(((seed >> 32) as u32).wrapping_add(salt.wrapping_mul(0x9e37_79b9))),
+    );
     let h = fmix32(fmix32(index ^ key).wrapping_add(key));
     f64::from(h >> 8) * (1.0 / 16_777_216.0)
 }
@@ -433,7 +451,11 @@ mod tests {
     use super::*;
 
     fn at(e: &SExpr, args: &[f64]) -> f64 {
-        e.eval(&EvalEnv { args, coords: &[], flat: 0 })
+        e.eval(&EvalEnv {
+            args,
+            coords: &[],
+            flat: 0,
+        })
     }
 
     #[test]
@@ -460,7 +482,10 @@ mod tests {
                 lo[k] -= h;
                 let numeric = (at(&e, &hi) - at(&e, &lo)) / (2.0 * h);
                 let symbolic = at(&e.derivative(k), &p);
-                assert!((numeric - symbolic).abs() < 1e-6, "{e} d/dx{k}: {numeric} vs {symbolic}");
+                assert!(
+                    (numeric - symbolic).abs() < 1e-6,
+                    "{e} d/dx{k}: {numeric} vs {symbolic}"
+                );
             }
         }
     }
@@ -474,7 +499,12 @@ mod tests {
 
     #[test]
     fn erf_is_accurate() {
-        for (x, want) in [(0.1, 0.112_462_916_018_284_9), (1.0, 0.842_700_792_949_714_9), (2.5, 0.999_593_047_982_555), (-0.6, -0.603_856_090_847_925_9)] {
+        for (x, want) in [
+            (0.1, 0.112_462_916_018_284_9),
+            (1.0, 0.842_700_792_949_714_9),
+            (2.5, 0.999_593_047_982_555),
+            (-0.6, -0.603_856_090_847_925_9),
+        ] {
             assert!((erf(x) - want).abs() < 1e-14, "erf({x})");
         }
     }

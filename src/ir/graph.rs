@@ -26,7 +26,10 @@ impl TensorType {
     }
 
     pub fn scalar(dtype: DType) -> TensorType {
-        TensorType { dtype, shape: Vec::new() }
+        TensorType {
+            dtype,
+            shape: Vec::new(),
+        }
     }
 
     pub fn rank(&self) -> usize {
@@ -35,7 +38,10 @@ impl TensorType {
 
     /// Concrete sizes; `None` while a symbol is unbound.
     pub fn dims(&self) -> Option<Vec<usize>> {
-        self.shape.iter().map(|d| d.as_const().and_then(|v| usize::try_from(v).ok())).collect()
+        self.shape
+            .iter()
+            .map(|d| d.as_const().and_then(|v| usize::try_from(v).ok()))
+            .collect()
     }
 
     pub fn numel(&self) -> Dim {
@@ -59,11 +65,17 @@ pub struct Origin {
 
 impl Origin {
     pub fn new(name: impl Into<String>, span: Option<Span>) -> Origin {
-        Origin { span, name: name.into() }
+        Origin {
+            span,
+            name: name.into(),
+        }
     }
 
     pub fn named(name: impl Into<String>) -> Origin {
-        Origin { span: None, name: name.into() }
+        Origin {
+            span: None,
+            name: name.into(),
+        }
     }
 }
 
@@ -86,7 +98,10 @@ pub struct Graph {
 
 impl Graph {
     pub fn new(name: impl Into<String>) -> Graph {
-        Graph { name: name.into(), ..Graph::default() }
+        Graph {
+            name: name.into(),
+            ..Graph::default()
+        }
     }
 
     /// Adds a node after checking its operands against the op's shape rule.
@@ -97,7 +112,13 @@ impl Graph {
     }
 
     /// Adds a node whose type the caller already knows (e.g. when copying a checked graph).
-    pub fn add_typed(&mut self, op: Op, operands: &[NodeId], ty: TensorType, origin: Origin) -> NodeId {
+    pub fn add_typed(
+        &mut self,
+        op: Op,
+        operands: &[NodeId],
+        ty: TensorType,
+        origin: Origin,
+    ) -> NodeId {
         let id = self.g.add_node(Node { op, ty, origin });
         for (slot, &o) in operands.iter().enumerate() {
             self.g.add_edge(o, id, slot as u32);
@@ -135,8 +156,11 @@ impl Graph {
 
     /// Operands in slot order.
     pub fn operands(&self, id: NodeId) -> Vec<NodeId> {
-        let mut edges: Vec<(u32, NodeId)> =
-            self.g.edges_directed(id, Direction::Incoming).map(|e| (*e.weight(), e.source())).collect();
+        let mut edges: Vec<(u32, NodeId)> = self
+            .g
+            .edges_directed(id, Direction::Incoming)
+            .map(|e| (*e.weight(), e.source()))
+            .collect();
         edges.sort_unstable();
         edges.into_iter().map(|(_, n)| n).collect()
     }
@@ -157,25 +181,41 @@ impl Graph {
 
     /// Trainable parameters and buffers, in creation order.
     pub fn params(&self) -> Vec<NodeId> {
-        self.ids().filter(|&id| matches!(self.op(id), Op::Param(_))).collect()
+        self.ids()
+            .filter(|&id| matches!(self.op(id), Op::Param(_)))
+            .collect()
     }
 
     pub fn param_named(&self, name: &str) -> Option<NodeId> {
-        self.ids().find(|&id| matches!(self.op(id), Op::Param(p) if p.name == name))
+        self.ids()
+            .find(|&id| matches!(self.op(id), Op::Param(p) if p.name == name))
     }
 
     pub fn input_named(&self, name: &str) -> Option<NodeId> {
-        self.inputs.iter().copied().find(|&id| matches!(self.op(id), Op::Input(i) if i.name == name))
+        self.inputs
+            .iter()
+            .copied()
+            .find(|&id| matches!(self.op(id), Op::Input(i) if i.name == name))
     }
 
     pub fn output_named(&self, name: &str) -> Option<NodeId> {
-        self.outputs.iter().find(|(n, _)| n == name).map(|(_, id)| *id)
+        self.outputs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, id)| *id)
     }
 
     /// Symbols that occur in any node's shape.
     pub fn symbols(&self) -> Vec<String> {
-        let mut syms: Vec<String> =
-            self.g.node_weights().flat_map(|n| n.ty.shape.iter().flat_map(|d| d.symbols().map(String::from))).collect();
+        let mut syms: Vec<String> = self
+            .g
+            .node_weights()
+            .flat_map(|n| {
+                n.ty.shape
+                    .iter()
+                    .flat_map(|d| d.symbols().map(String::from))
+            })
+            .collect();
         syms.sort();
         syms.dedup();
         syms
@@ -217,12 +257,19 @@ impl Graph {
             if live[id.index()] {
                 let node = self.node(id);
                 let ops: Vec<NodeId> = self.operands(id).iter().map(|o| map[o]).collect();
-                map.insert(id, out.add_typed(node.op.clone(), &ops, node.ty.clone(), node.origin.clone()));
+                map.insert(
+                    id,
+                    out.add_typed(node.op.clone(), &ops, node.ty.clone(), node.origin.clone()),
+                );
             }
         }
         out.inputs = self.inputs.iter().map(|i| map[i]).collect();
-        out.outputs =
-            self.outputs.iter().filter(|(_, id)| map.contains_key(id)).map(|(n, id)| (n.clone(), map[id])).collect();
+        out.outputs = self
+            .outputs
+            .iter()
+            .filter(|(_, id)| map.contains_key(id))
+            .map(|(n, id)| (n.clone(), map[id]))
+            .collect();
         (out, map)
     }
 }

@@ -10,10 +10,18 @@ pub fn to_text(graph: &Graph, source: Option<&SourceFile>) -> String {
     let mut out = format!("graph {} ({} nodes)\n", graph.name, graph.len());
     for id in graph.topo_order() {
         let node = graph.node(id);
-        let operands: Vec<String> = graph.operands(id).iter().map(|o| format!("%{}", o.index())).collect();
+        let operands: Vec<String> = graph
+            .operands(id)
+            .iter()
+            .map(|o| format!("%{}", o.index()))
+            .collect();
         let head = match &node.op {
             Op::Input(i) => format!("input {}", i.name),
-            Op::Param(p) => format!("{} {}", if p.trainable { "param" } else { "buffer" }, p.name),
+            Op::Param(p) => format!(
+                "{} {}",
+                if p.trainable { "param" } else { "buffer" },
+                p.name
+            ),
             op => format!("{op} {}", operands.join(", ")),
         };
         let _ = write!(out, "  %{} = {} : {}", id.index(), head.trim_end(), node.ty);
@@ -38,13 +46,24 @@ pub fn to_text(graph: &Graph, source: Option<&SourceFile>) -> String {
 /// A Graphviz `digraph`: inputs as ellipses, parameters as boxes, ops as
 /// rounded boxes labelled with their op, source name and type.
 pub fn to_dot(graph: &Graph) -> String {
-    let mut out = format!("digraph \"{}\" {{\n  rankdir=TB;\n  node [fontname=\"Helvetica\", fontsize=10];\n", escape(&graph.name));
+    let mut out = format!(
+        "digraph \"{}\" {{\n  rankdir=TB;\n  node [fontname=\"Helvetica\", fontsize=10];\n",
+        escape(&graph.name)
+    );
     for id in graph.topo_order() {
         let node = graph.node(id);
         let (shape, label) = match &node.op {
             Op::Input(i) => ("ellipse", format!("input {}\\n{}", i.name, node.ty)),
             Op::Param(p) => ("box", format!("{}\\n{}", p.name, node.ty)),
-            op => ("box, style=rounded", format!("{}\\n{}\\n{}", escape(&op.to_string()), escape(&node.origin.name), node.ty)),
+            op => (
+                "box, style=rounded",
+                format!(
+                    "{}\\n{}\\n{}",
+                    escape(&op.to_string()),
+                    escape(&node.origin.name),
+                    node.ty
+                ),
+            ),
         };
         let _ = writeln!(out, "  n{} [shape={shape}, label=\"{label}\"];", id.index());
     }
@@ -54,7 +73,12 @@ pub fn to_dot(graph: &Graph) -> String {
         }
     }
     for (name, id) in &graph.outputs {
-        let _ = writeln!(out, "  out_{0} [shape=doubleoctagon, label=\"output {0}\"];\n  n{1} -> out_{0};", escape(name), id.index());
+        let _ = writeln!(
+            out,
+            "  out_{0} [shape=doubleoctagon, label=\"output {0}\"];\n  n{1} -> out_{0};",
+            escape(name),
+            id.index()
+        );
     }
     out.push_str("}\n");
     out

@@ -22,7 +22,13 @@ pub struct ConvGeometry {
 impl ConvGeometry {
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
-        let pair = |v: [usize; 2]| if v[0] == v[1] { v[0].to_string() } else { format!("({}, {})", v[0], v[1]) };
+        let pair = |v: [usize; 2]| {
+            if v[0] == v[1] {
+                v[0].to_string()
+            } else {
+                format!("({}, {})", v[0], v[1])
+            }
+        };
         if self.stride != [1, 1] {
             parts.push(format!("stride={}", pair(self.stride)));
         }
@@ -51,7 +57,10 @@ impl ConvGeometry {
             .with_hint("use a smaller kernel or more padding, or pool less before this layer"));
         }
         let q = span.floor_div(self.stride[a] as i64).ok_or_else(|| {
-            OpError::new(format!("the output size ({span}) / {} + 1 is not a whole number for every {n}", self.stride[a]))
+            OpError::new(format!(
+                "the output size ({span}) / {} + 1 is not a whole number for every {n}",
+                self.stride[a]
+            ))
         })?;
         Ok(q.add(&Dim::lit(1)))
     }
@@ -65,7 +74,13 @@ impl ConvGeometry {
 
 /// Visits every (input, weight, output) index triple of a convolution: the
 /// one loop nest the forward pass and both gradients are defined by.
-fn for_each_tap(x: &[usize], w: &[usize], y: &[usize], geo: &ConvGeometry, mut f: impl FnMut(usize, usize, usize)) {
+fn for_each_tap(
+    x: &[usize],
+    w: &[usize],
+    y: &[usize],
+    geo: &ConvGeometry,
+    mut f: impl FnMut(usize, usize, usize),
+) {
     let (n, c, h, wd) = (x[0], x[1], x[2], x[3]);
     let (o, cg, kh, kw) = (w[0], w[1], w[2], w[3]);
     let (ho, wo) = (y[2], y[3]);
@@ -79,9 +94,13 @@ fn for_each_tap(x: &[usize], w: &[usize], y: &[usize], geo: &ConvGeometry, mut f
                     for kx in 0..kw {
                         let wi = ((oc * cg + ci) * kh + ky) * kw + kx;
                         for oy in 0..ho {
-                            let Some(iy) = geo.source(0, oy, ky, h) else { continue };
+                            let Some(iy) = geo.source(0, oy, ky, h) else {
+                                continue;
+                            };
                             for ox in 0..wo {
-                                let Some(ix) = geo.source(1, ox, kx, wd) else { continue };
+                                let Some(ix) = geo.source(1, ox, kx, wd) else {
+                                    continue;
+                                };
                                 let xi = ((b * c + ic) * h + iy) * wd + ix;
                                 let yi = ((b * o + oc) * ho + oy) * wo + ox;
                                 f(xi, wi, yi);
@@ -96,11 +115,15 @@ fn for_each_tap(x: &[usize], w: &[usize], y: &[usize], geo: &ConvGeometry, mut f
 
 fn check_weight(geo: &ConvGeometry, x: &TensorType, w: &TensorType) -> OpResult<()> {
     if x.rank() != 4 {
-        return Err(OpError::new(format!("conv2d expects an NCHW input of rank 4, got {x}"))
-            .with_hint("add a batch axis, or `reshape` the input to [N, C, H, W]"));
+        return Err(
+            OpError::new(format!("conv2d expects an NCHW input of rank 4, got {x}"))
+                .with_hint("add a batch axis, or `reshape` the input to [N, C, H, W]"),
+        );
     }
     if w.rank() != 4 {
-        return Err(OpError::new(format!("conv2d expects an OIHW weight of rank 4, got {w}")));
+        return Err(OpError::new(format!(
+            "conv2d expects an OIHW weight of rank 4, got {w}"
+        )));
     }
     let g = geo.groups as i64;
     let c_per_group = x.shape[1].div_exact(&Dim::lit(g));
@@ -111,7 +134,10 @@ fn check_weight(geo: &ConvGeometry, x: &TensorType, w: &TensorType) -> OpResult<
         )));
     }
     if w.shape[0].as_const().is_some_and(|o| o % g != 0) {
-        return Err(OpError::new(format!("{} output channels do not split into {} groups", w.shape[0], geo.groups)));
+        return Err(OpError::new(format!(
+            "{} output channels do not split into {} groups",
+            w.shape[0], geo.groups
+        )));
     }
     Ok(())
 }
@@ -120,7 +146,9 @@ fn kernel_size(w: &TensorType) -> OpResult<[usize; 2]> {
     let k = |d: &Dim| d.as_const().filter(|&v| v > 0).map(|v| v as usize);
     match (k(&w.shape[2]), k(&w.shape[3])) {
         (Some(kh), Some(kw)) => Ok([kh, kw]),
-        _ => Err(OpError::new(format!("conv2d kernel sizes must be positive constants, got {w}"))),
+        _ => Err(OpError::new(format!(
+            "conv2d kernel sizes must be positive constants, got {w}"
+        ))),
     }
 }
 
@@ -138,9 +166,25 @@ impl Primitive for Conv2d {
     }
     fn lower(&self, k: &mut KernelCtx, node: NodeId) -> Result<(), CodegenError> {
         let ops = k.graph.operands(node);
-        let d = ConvDims::new(&k.dims(ops[0]), &k.dims(ops[1]), &k.dims(node), self.geometry);
-        let plan = ConvGemm { d, geo: self.geometry, x: k.buffer(ops[0]), w: k.buffer(ops[1]), dy: String::new() };
-        let shape = GemmShape { batch: d.n * d.g, m: d.og, n: d.ho * d.wo, k: d.cg * d.kh * d.kw };
+        let d = ConvDims::new(
+            &k.dims(ops[0]),
+            &k.dims(ops[1]),
+            &k.dims(node),
+            self.geometry,
+        );
+        let plan = ConvGemm {
+            d,
+            geo: self.geometry,
+            x: k.buffer(ops[0]),
+            w: k.buffer(ops[1]),
+            dy: String::new(),
+        };
+        let shape = GemmShape {
+            batch: d.n * d.g,
+            m: d.og,
+            n: d.ho * d.wo,
+            k: d.cg * d.kh * d.kw,
+        };
         gemm::emit(k, node, shape, &Forward(&plan));
         Ok(())
     }
@@ -155,24 +199,43 @@ impl Primitive for Conv2d {
         let [kh, kw] = kernel_size(w)?;
         let ho = self.geometry.out_size(0, &x.shape[2], kh)?;
         let wo = self.geometry.out_size(1, &x.shape[3], kw)?;
-        Ok(TensorType::new(x.dtype, vec![x.shape[0].clone(), w.shape[0].clone(), ho, wo]))
+        Ok(TensorType::new(
+            x.dtype,
+            vec![x.shape[0].clone(), w.shape[0].clone(), ho, wo],
+        ))
     }
     fn eval<T: Real>(&self, inputs: &[&RefTensor<T>], out: &[usize]) -> RefTensor<T> {
         let (x, w) = (inputs[0], inputs[1]);
         let mut y = RefTensor::zeros(out);
-        for_each_tap(&x.shape, &w.shape, out, &self.geometry, |xi, wi, yi| y.data[yi] += x.data[xi] * w.data[wi]);
+        for_each_tap(&x.shape, &w.shape, out, &self.geometry, |xi, wi, yi| {
+            y.data[yi] += x.data[xi] * w.data[wi]
+        });
         y
     }
-    fn backward(&self, ad: &mut AdCtx, node: NodeId, grad: NodeId) -> OpResult<Vec<Option<NodeId>>> {
+    fn backward(
+        &self,
+        ad: &mut AdCtx,
+        node: NodeId,
+        grad: NodeId,
+    ) -> OpResult<Vec<Option<NodeId>>> {
         let ops = ad.g.operands(node);
         let (x, w) = (ops[0], ops[1]);
         let x_shape = ad.ty(x).shape.clone();
         let kernel = kernel_size(ad.ty(w))?;
         let gx = ad.add(
-            Conv2dGradInput { geometry: self.geometry, input_hw: [x_shape[2].clone(), x_shape[3].clone()] },
+            Conv2dGradInput {
+                geometry: self.geometry,
+                input_hw: [x_shape[2].clone(), x_shape[3].clone()],
+            },
             &[grad, w],
         )?;
-        let gw = ad.add(Conv2dGradWeight { geometry: self.geometry, kernel }, &[grad, x])?;
+        let gw = ad.add(
+            Conv2dGradWeight {
+                geometry: self.geometry,
+                kernel,
+            },
+            &[grad, x],
+        )?;
         Ok(vec![Some(gx), Some(gw)])
     }
 }
@@ -193,9 +256,25 @@ impl Primitive for Conv2dGradInput {
     }
     fn lower(&self, k: &mut KernelCtx, node: NodeId) -> Result<(), CodegenError> {
         let ops = k.graph.operands(node);
-        let d = ConvDims::new(&k.dims(node), &k.dims(ops[1]), &k.dims(ops[0]), self.geometry);
-        let plan = ConvGemm { d, geo: self.geometry, x: String::new(), w: k.buffer(ops[1]), dy: k.buffer(ops[0]) };
-        let shape = GemmShape { batch: d.n * d.g, m: d.cg, n: d.h * d.w, k: d.og * d.kh * d.kw };
+        let d = ConvDims::new(
+            &k.dims(node),
+            &k.dims(ops[1]),
+            &k.dims(ops[0]),
+            self.geometry,
+        );
+        let plan = ConvGemm {
+            d,
+            geo: self.geometry,
+            x: String::new(),
+            w: k.buffer(ops[1]),
+            dy: k.buffer(ops[0]),
+        };
+        let shape = GemmShape {
+            batch: d.n * d.g,
+            m: d.cg,
+            n: d.h * d.w,
+            k: d.og * d.kh * d.kw,
+        };
         gemm::emit(k, node, shape, &GradInput(&plan));
         Ok(())
     }
@@ -207,12 +286,17 @@ impl Primitive for Conv2dGradInput {
         let (gy, w) = (inputs[0], inputs[1]);
         let channels = w.shape[1].mul(&Dim::lit(self.geometry.groups as i64));
         let [h, wd] = self.input_hw.clone();
-        Ok(TensorType::new(gy.dtype, vec![gy.shape[0].clone(), channels, h, wd]))
+        Ok(TensorType::new(
+            gy.dtype,
+            vec![gy.shape[0].clone(), channels, h, wd],
+        ))
     }
     fn eval<T: Real>(&self, inputs: &[&RefTensor<T>], out: &[usize]) -> RefTensor<T> {
         let (gy, w) = (inputs[0], inputs[1]);
         let mut gx = RefTensor::zeros(out);
-        for_each_tap(out, &w.shape, &gy.shape, &self.geometry, |xi, wi, yi| gx.data[xi] += gy.data[yi] * w.data[wi]);
+        for_each_tap(out, &w.shape, &gy.shape, &self.geometry, |xi, wi, yi| {
+            gx.data[xi] += gy.data[yi] * w.data[wi]
+        });
         gx
     }
     fn backward(&self, _: &mut AdCtx, _: NodeId, _: NodeId) -> OpResult<Vec<Option<NodeId>>> {
@@ -220,7 +304,10 @@ impl Primitive for Conv2dGradInput {
     }
     fn bind_dims(&self, bindings: &HashMap<String, i64>) -> Self {
         let [h, w] = &self.input_hw;
-        Conv2dGradInput { geometry: self.geometry, input_hw: [h.bind(bindings), w.bind(bindings)] }
+        Conv2dGradInput {
+            geometry: self.geometry,
+            input_hw: [h.bind(bindings), w.bind(bindings)],
+        }
     }
 }
 
@@ -240,9 +327,25 @@ impl Primitive for Conv2dGradWeight {
     }
     fn lower(&self, k: &mut KernelCtx, node: NodeId) -> Result<(), CodegenError> {
         let ops = k.graph.operands(node);
-        let d = ConvDims::new(&k.dims(ops[1]), &k.dims(node), &k.dims(ops[0]), self.geometry);
-        let plan = ConvGemm { d, geo: self.geometry, x: k.buffer(ops[1]), w: String::new(), dy: k.buffer(ops[0]) };
-        let shape = GemmShape { batch: d.g, m: d.og, n: d.cg * d.kh * d.kw, k: d.n * d.ho * d.wo };
+        let d = ConvDims::new(
+            &k.dims(ops[1]),
+            &k.dims(node),
+            &k.dims(ops[0]),
+            self.geometry,
+        );
+        let plan = ConvGemm {
+            d,
+            geo: self.geometry,
+            x: k.buffer(ops[1]),
+            w: String::new(),
+            dy: k.buffer(ops[0]),
+        };
+        let shape = GemmShape {
+            batch: d.g,
+            m: d.og,
+            n: d.cg * d.kh * d.kw,
+            k: d.n * d.ho * d.wo,
+        };
         gemm::emit(k, node, shape, &GradWeight(&plan));
         Ok(())
     }
@@ -256,12 +359,17 @@ impl Primitive for Conv2dGradWeight {
             .div_exact(&Dim::lit(self.geometry.groups as i64))
             .ok_or_else(|| OpError::new("input channels do not split into groups"))?;
         let [kh, kw] = self.kernel;
-        Ok(TensorType::new(gy.dtype, vec![gy.shape[1].clone(), cg, Dim::from(kh), Dim::from(kw)]))
+        Ok(TensorType::new(
+            gy.dtype,
+            vec![gy.shape[1].clone(), cg, Dim::from(kh), Dim::from(kw)],
+        ))
     }
     fn eval<T: Real>(&self, inputs: &[&RefTensor<T>], out: &[usize]) -> RefTensor<T> {
         let (gy, x) = (inputs[0], inputs[1]);
         let mut gw = RefTensor::zeros(out);
-        for_each_tap(&x.shape, out, &gy.shape, &self.geometry, |xi, wi, yi| gw.data[wi] += gy.data[yi] * x.data[xi]);
+        for_each_tap(&x.shape, out, &gy.shape, &self.geometry, |xi, wi, yi| {
+            gw.data[wi] += gy.data[yi] * x.data[xi]
+        });
         gw
     }
     fn backward(&self, _: &mut AdCtx, _: NodeId, _: NodeId) -> OpResult<Vec<Option<NodeId>>> {
@@ -332,17 +440,31 @@ impl ConvGemm {
     /// (channel-in-group, ky, kx) of a flattened kernel tap index.
     fn tap(&self, q: &KExpr) -> (KExpr, KExpr, KExpr) {
         let (kh, kw) = (self.d.kh, self.d.kw);
-        (q.clone() / (kh * kw) as i64, (q.clone() / kw as i64).rem(i(kh)), q.clone().rem(i(kw)))
+        (
+            q.clone() / (kh * kw) as i64,
+            (q.clone() / kw as i64).rem(i(kh)),
+            q.clone().rem(i(kw)),
+        )
     }
 
     /// x[n, g·Cg + c, oy·s − p + ky·d, ...], zero in the padding.
-    fn im2col(&self, n: &KExpr, g: &KExpr, c: &KExpr, oy: KExpr, ox: KExpr, ky: KExpr, kx: KExpr) -> KExpr {
+    fn im2col(
+        &self,
+        n: &KExpr,
+        g: &KExpr,
+        c: &KExpr,
+        oy: KExpr,
+        ox: KExpr,
+        ky: KExpr,
+        kx: KExpr,
+    ) -> KExpr {
         let geo = &self.geo;
         let d = &self.d;
         let iy = oy * geo.stride[0] as i64 - geo.padding[0] as i64 + ky * geo.dilation[0] as i64;
         let ix = ox * geo.stride[1] as i64 - geo.padding[1] as i64 + kx * geo.dilation[1] as i64;
         let channel = g.clone() * d.cg as i64 + c.clone();
-        let index = ((n.clone() * d.c as i64 + channel) * d.h as i64 + iy.clone()) * d.w as i64 + ix.clone();
+        let index = ((n.clone() * d.c as i64 + channel) * d.h as i64 + iy.clone()) * d.w as i64
+            + ix.clone();
         let value = load(self.x.clone(), index);
         let mut inside = Vec::new();
         if geo.padding[0] > 0 {
@@ -370,7 +492,10 @@ impl GemmOperands for Forward<'_> {
     fn a(&self, _: &mut KernelCtx, b: &KExpr, m: &KExpr, q: &KExpr) -> KExpr {
         let c = &self.0;
         let (_, g) = c.sample_group(b);
-        load(c.w.clone(), (g * c.d.og as i64 + m.clone()) * (c.d.cg * c.d.kh * c.d.kw) as i64 + q.clone())
+        load(
+            c.w.clone(),
+            (g * c.d.og as i64 + m.clone()) * (c.d.cg * c.d.kh * c.d.kw) as i64 + q.clone(),
+        )
     }
     fn b(&self, _: &mut KernelCtx, b: &KExpr, q: &KExpr, p: &KExpr) -> KExpr {
         let c = &self.0;
@@ -382,7 +507,12 @@ impl GemmOperands for Forward<'_> {
     fn out(&self, _: &mut KernelCtx, b: &KExpr, m: &KExpr, p: &KExpr) -> Coords {
         let c = &self.0;
         let (n, g) = c.sample_group(b);
-        Coords::from_axes(vec![n, g * c.d.og as i64 + m.clone(), p.clone() / c.d.wo as i64, p.clone().rem(i(c.d.wo))])
+        Coords::from_axes(vec![
+            n,
+            g * c.d.og as i64 + m.clone(),
+            p.clone() / c.d.wo as i64,
+            p.clone().rem(i(c.d.wo)),
+        ])
     }
 }
 
@@ -396,7 +526,10 @@ impl GemmOperands for GradInput<'_> {
         let (_, g) = c.sample_group(b);
         let taps = (c.d.kh * c.d.kw) as i64;
         let o = g * c.d.og as i64 + q.clone() / taps;
-        load(c.w.clone(), (o * c.d.cg as i64 + c_local.clone()) * taps + q.clone().rem(int(taps)))
+        load(
+            c.w.clone(),
+            (o * c.d.cg as i64 + c_local.clone()) * taps + q.clone().rem(int(taps)),
+        )
     }
     fn b(&self, _: &mut KernelCtx, b: &KExpr, q: &KExpr, p: &KExpr) -> KExpr {
         let c = &self.0;
@@ -427,7 +560,12 @@ impl GemmOperands for GradInput<'_> {
     fn out(&self, _: &mut KernelCtx, b: &KExpr, c_local: &KExpr, p: &KExpr) -> Coords {
         let c = &self.0;
         let (n, g) = c.sample_group(b);
-        Coords::from_axes(vec![n, g * c.d.cg as i64 + c_local.clone(), p.clone() / c.d.w as i64, p.clone().rem(i(c.d.w))])
+        Coords::from_axes(vec![
+            n,
+            g * c.d.cg as i64 + c_local.clone(),
+            p.clone() / c.d.w as i64,
+            p.clone().rem(i(c.d.w)),
+        ])
     }
 }
 
@@ -439,7 +577,10 @@ impl GemmOperands for GradWeight<'_> {
         let c = &self.0;
         let plane = (c.d.ho * c.d.wo) as i64;
         let channel = g.clone() * c.d.og as i64 + o.clone();
-        load(c.dy.clone(), (r.clone() / plane * c.d.o as i64 + channel) * plane + r.clone().rem(int(plane)))
+        load(
+            c.dy.clone(),
+            (r.clone() / plane * c.d.o as i64 + channel) * plane + r.clone().rem(int(plane)),
+        )
     }
     fn b(&self, _: &mut KernelCtx, g: &KExpr, r: &KExpr, q: &KExpr) -> KExpr {
         let c = &self.0;
@@ -447,7 +588,15 @@ impl GemmOperands for GradWeight<'_> {
         let n = r.clone() / plane;
         let p = r.clone().rem(int(plane));
         let (ci, ky, kx) = c.tap(q);
-        c.im2col(&n, g, &ci, p.clone() / c.d.wo as i64, p.rem(i(c.d.wo)), ky, kx)
+        c.im2col(
+            &n,
+            g,
+            &ci,
+            p.clone() / c.d.wo as i64,
+            p.rem(i(c.d.wo)),
+            ky,
+            kx,
+        )
     }
     fn out(&self, _: &mut KernelCtx, g: &KExpr, o: &KExpr, q: &KExpr) -> Coords {
         let c = &self.0;

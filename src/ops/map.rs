@@ -39,7 +39,9 @@ pub fn broadcast_shapes(shapes: &[&[Dim]]) -> OpResult<Vec<Dim>> {
                     "shapes {} cannot be broadcast together: size {d} does not match {o}",
                     listed.join(" and ")
                 ))
-                .with_hint("broadcasting aligns shapes from the right; each size must match or be 1"));
+                .with_hint(
+                    "broadcasting aligns shapes from the right; each size must match or be 1",
+                ));
             }
         }
     }
@@ -71,7 +73,11 @@ impl Primitive for Map {
 
     fn infer(&self, inputs: &[&TensorType]) -> OpResult<TensorType> {
         if self.expr.arity() > inputs.len() {
-            return Err(OpError::new(format!("map body uses {} operands, got {}", self.expr.arity(), inputs.len())));
+            return Err(OpError::new(format!(
+                "map body uses {} operands, got {}",
+                self.expr.arity(),
+                inputs.len()
+            )));
         }
         let shapes: Vec<&[Dim]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
         Ok(TensorType::new(self.dtype, broadcast_shapes(&shapes)?))
@@ -88,14 +94,26 @@ impl Primitive for Map {
                 for (a, t) in args.iter_mut().zip(inputs) {
                     *a = t.data[broadcast_index(&coords, &t.shape)].to_f64();
                 }
-                let v = self.expr.eval(&EvalEnv { args: &args, coords: &coords, flat });
+                let v = self.expr.eval(&EvalEnv {
+                    args: &args,
+                    coords: &coords,
+                    flat,
+                });
                 T::from_f64(if integral { v.trunc() } else { v })
             })
             .collect();
-        RefTensor { shape: out.to_vec(), data }
+        RefTensor {
+            shape: out.to_vec(),
+            data,
+        }
     }
 
-    fn backward(&self, ad: &mut AdCtx, node: NodeId, grad: NodeId) -> OpResult<Vec<Option<NodeId>>> {
+    fn backward(
+        &self,
+        ad: &mut AdCtx,
+        node: NodeId,
+        grad: NodeId,
+    ) -> OpResult<Vec<Option<NodeId>>> {
         let operands = ad.g.operands(node);
         let g = operands.len();
         let mut grads = Vec::with_capacity(g);
@@ -115,7 +133,10 @@ impl Primitive for Map {
     }
 
     fn bind_dims(&self, bindings: &HashMap<String, i64>) -> Map {
-        Map { expr: self.expr.bind_dims(bindings), dtype: self.dtype }
+        Map {
+            expr: self.expr.bind_dims(bindings),
+            dtype: self.dtype,
+        }
     }
 }
 
@@ -145,7 +166,13 @@ pub fn compact_operands(body: &SExpr, operands: &[NodeId]) -> (SExpr, Vec<NodeId
 }
 
 /// The scalar expression as C, reading operand `k` (broadcast) through the inliner.
-fn translate(e: &SExpr, k: &mut KernelCtx, operands: &[NodeId], shape: &[usize], at: &Coords) -> Value {
+fn translate(
+    e: &SExpr,
+    k: &mut KernelCtx,
+    operands: &[NodeId],
+    shape: &[usize],
+    at: &Coords,
+) -> Value {
     let sub = |e: &SExpr, k: &mut KernelCtx| translate(e, k, operands, shape, at);
     match e {
         SExpr::Arg(i) => {
@@ -153,12 +180,22 @@ fn translate(e: &SExpr, k: &mut KernelCtx, operands: &[NodeId], shape: &[usize],
             k.value_at(operands[*i], &at.broadcast(&from, shape))
         }
         SExpr::Const(v) => Value::f32(f32c(*v)),
-        SExpr::Size(d) => Value::f32(f32c(d.as_const().unwrap_or_else(|| panic!("unbound size {d} in codegen")) as f64)),
+        SExpr::Size(d) => Value::f32(f32c(
+            d.as_const()
+                .unwrap_or_else(|| panic!("unbound size {d} in codegen")) as f64,
+        )),
         SExpr::Coord(a) => Value::new(at.axes[*a].clone(), CTy::I32),
         SExpr::Uniform { seed, salt } => {
             let seed = k.value_at(operands[*seed], &Coords::from_axes(Vec::new()));
             let index = cast(CTy::U32, at.linear(shape));
-            Value::f32(call("netc_uniform", vec![cast(CTy::I64, seed.expr), KExpr::Int(i64::from(*salt)), index]))
+            Value::f32(call(
+                "netc_uniform",
+                vec![
+                    cast(CTy::I64, seed.expr),
+                    KExpr::Int(i64::from(*salt)),
+                    index,
+                ],
+            ))
         }
         SExpr::Unary(op, a) => {
             let a = sub(a, k).to_f32();

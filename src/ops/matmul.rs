@@ -66,7 +66,12 @@ impl Primitive for MatMul {
             batch_shape: out[..r - 2].to_vec(),
         };
         let inner = plan.a.shape[matrix_axes(plan.a.shape.len(), self.trans_a).1];
-        let shape = GemmShape { batch: out[..r - 2].iter().product(), m: out[r - 2], n: out[r - 1], k: inner };
+        let shape = GemmShape {
+            batch: out[..r - 2].iter().product(),
+            m: out[r - 2],
+            n: out[r - 1],
+            k: inner,
+        };
         gemm::emit(k, node, shape, &plan);
         Ok(())
     }
@@ -77,8 +82,10 @@ impl Primitive for MatMul {
         expect_float("matmul", "left operand", a)?;
         expect_float("matmul", "right operand", b)?;
         if a.rank() < 2 || b.rank() < 2 {
-            return Err(OpError::new(format!("matmul needs operands of rank 2 or more, got {a} and {b}"))
-                .with_hint("reshape a vector to [1, n] or [n, 1] first"));
+            return Err(OpError::new(format!(
+                "matmul needs operands of rank 2 or more, got {a} and {b}"
+            ))
+            .with_hint("reshape a vector to [1, n] or [n, 1] first"));
         }
         let (m, k) = matrix_axes(a.rank(), self.trans_a);
         let (k2, n) = matrix_axes(b.rank(), self.trans_b);
@@ -127,14 +134,27 @@ impl Primitive for MatMul {
         })
     }
 
-    fn backward(&self, ad: &mut AdCtx, node: NodeId, grad: NodeId) -> OpResult<Vec<Option<NodeId>>> {
+    fn backward(
+        &self,
+        ad: &mut AdCtx,
+        node: NodeId,
+        grad: NodeId,
+    ) -> OpResult<Vec<Option<NodeId>>> {
         let ops = ad.g.operands(node);
         let (a, b) = (ops[0], ops[1]);
         let (ta, tb) = (self.trans_a, self.trans_b);
         // d op(a) = dC @ op(b)ᵀ and d op(b) = op(a)ᵀ @ dC, re-expressed with flags
         // so that the gradient comes out in the operand's own layout.
-        let ga = if ta { ad.add(MatMul::new(tb, true), &[b, grad])? } else { ad.add(MatMul::new(false, !tb), &[grad, b])? };
-        let gb = if tb { ad.add(MatMul::new(true, ta), &[grad, a])? } else { ad.add(MatMul::new(!ta, false), &[a, grad])? };
+        let ga = if ta {
+            ad.add(MatMul::new(tb, true), &[b, grad])?
+        } else {
+            ad.add(MatMul::new(false, !tb), &[grad, b])?
+        };
+        let gb = if tb {
+            ad.add(MatMul::new(true, ta), &[grad, a])?
+        } else {
+            ad.add(MatMul::new(!ta, false), &[a, grad])?
+        };
         let (sa, sb) = (ad.ty(a).shape.clone(), ad.ty(b).shape.clone());
         Ok(vec![Some(ad.sum_to(ga, &sa)?), Some(ad.sum_to(gb, &sb)?)])
     }
@@ -150,11 +170,20 @@ impl Operand {
     /// Element (row, col) of `op(x)` in batch `b`, batch axes broadcast.
     fn at(&self, batch_shape: &[usize], b: &KExpr, row: &KExpr, col: &KExpr) -> KExpr {
         let lead = &self.shape[..self.shape.len() - 2];
-        let mut axes = Coords::from_flat(b.clone(), batch_shape).broadcast(lead, batch_shape).axes;
-        let (r, c) = if self.transposed { (col, row) } else { (row, col) };
+        let mut axes = Coords::from_flat(b.clone(), batch_shape)
+            .broadcast(lead, batch_shape)
+            .axes;
+        let (r, c) = if self.transposed {
+            (col, row)
+        } else {
+            (row, col)
+        };
         axes.push(r.clone());
         axes.push(c.clone());
-        load(self.name.clone(), Coords::from_axes(axes).linear(&self.shape))
+        load(
+            self.name.clone(),
+            Coords::from_axes(axes).linear(&self.shape),
+        )
     }
 }
 

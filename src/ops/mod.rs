@@ -37,7 +37,10 @@ pub struct OpError {
 
 impl OpError {
     pub fn new(message: impl Into<String>) -> OpError {
-        OpError { message: message.into(), hint: None }
+        OpError {
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> OpError {
@@ -78,7 +81,8 @@ pub trait Primitive {
 
     /// Gradients of the operands, given the gradient `grad` of this node's
     /// output, built as new nodes in the same graph. `None`: no gradient flows.
-    fn backward(&self, ad: &mut AdCtx, node: NodeId, grad: NodeId) -> OpResult<Vec<Option<NodeId>>>;
+    fn backward(&self, ad: &mut AdCtx, node: NodeId, grad: NodeId)
+        -> OpResult<Vec<Option<NodeId>>>;
 
     fn fusion_role(&self) -> FusionRole;
 
@@ -91,7 +95,10 @@ pub trait Primitive {
     /// For `Anchor` ops: emits the kernel body that computes this node and
     /// stores the kernel's root (through `k.store_root`) for every element.
     fn lower(&self, _k: &mut KernelCtx, _node: NodeId) -> Result<(), CodegenError> {
-        Err(CodegenError::Internal(format!("`{}` has no kernel of its own", self.name())))
+        Err(CodegenError::Internal(format!(
+            "`{}` has no kernel of its own",
+            self.name()
+        )))
     }
 
     /// The op with symbolic sizes in its attributes replaced by values.
@@ -172,7 +179,10 @@ pub(crate) fn expect_arity(name: &str, inputs: &[&TensorType], n: usize) -> OpRe
     if inputs.len() == n {
         Ok(())
     } else {
-        Err(OpError::new(format!("`{name}` takes {n} operand(s), got {}", inputs.len())))
+        Err(OpError::new(format!(
+            "`{name}` takes {n} operand(s), got {}",
+            inputs.len()
+        )))
     }
 }
 
@@ -181,12 +191,16 @@ pub(crate) fn expect_float(name: &str, what: &str, ty: &TensorType) -> OpResult<
     if ty.dtype.is_float() {
         Ok(())
     } else {
-        Err(OpError::new(format!("`{name}` needs a floating-point {what}, got {ty}"))
-            .with_hint("integer tensors (token ids, labels) can only index or be compared"))
+        Err(
+            OpError::new(format!("`{name}` needs a floating-point {what}, got {ty}"))
+                .with_hint("integer tensors (token ids, labels) can only index or be compared"),
+        )
     }
 }
 
 /// An error for a backward rule that does not exist (second derivatives).
 pub(crate) fn no_backward(name: &str) -> OpError {
-    OpError::new(format!("`{name}` has no backward rule (second derivatives are not supported)"))
+    OpError::new(format!(
+        "`{name}` has no backward rule (second derivatives are not supported)"
+    ))
 }

@@ -49,15 +49,25 @@ impl Primitive for Reshape {
         Ok(TensorType::new(t.dtype, self.shape.clone()))
     }
     fn eval<T: Real>(&self, inputs: &[&RefTensor<T>], out: &[usize]) -> RefTensor<T> {
-        RefTensor { shape: out.to_vec(), data: inputs[0].data.clone() }
+        RefTensor {
+            shape: out.to_vec(),
+            data: inputs[0].data.clone(),
+        }
     }
-    fn backward(&self, ad: &mut AdCtx, node: NodeId, grad: NodeId) -> OpResult<Vec<Option<NodeId>>> {
+    fn backward(
+        &self,
+        ad: &mut AdCtx,
+        node: NodeId,
+        grad: NodeId,
+    ) -> OpResult<Vec<Option<NodeId>>> {
         let x = ad.g.operands(node)[0];
         let shape = ad.ty(x).shape.clone();
         Ok(vec![Some(ad.reshape(grad, shape)?)])
     }
     fn bind_dims(&self, bindings: &HashMap<String, i64>) -> Self {
-        Reshape { shape: bind_shape(&self.shape, bindings) }
+        Reshape {
+            shape: bind_shape(&self.shape, bindings),
+        }
     }
 }
 
@@ -99,10 +109,22 @@ impl Primitive for Permute {
         expect_arity("permute", inputs, 1)?;
         let t = inputs[0];
         let mut seen = vec![false; t.rank()];
-        if self.perm.len() != t.rank() || self.perm.iter().any(|&p| p >= t.rank() || std::mem::replace(&mut seen[p], true)) {
-            return Err(OpError::new(format!("{:?} is not a permutation of the {} axes of {t}", self.perm, t.rank())));
+        if self.perm.len() != t.rank()
+            || self
+                .perm
+                .iter()
+                .any(|&p| p >= t.rank() || std::mem::replace(&mut seen[p], true))
+        {
+            return Err(OpError::new(format!(
+                "{:?} is not a permutation of the {} axes of {t}",
+                self.perm,
+                t.rank()
+            )));
         }
-        Ok(TensorType::new(t.dtype, self.perm.iter().map(|&p| t.shape[p].clone()).collect()))
+        Ok(TensorType::new(
+            t.dtype,
+            self.perm.iter().map(|&p| t.shape[p].clone()).collect(),
+        ))
     }
     fn eval<T: Real>(&self, inputs: &[&RefTensor<T>], out: &[usize]) -> RefTensor<T> {
         let x = inputs[0];
@@ -144,9 +166,15 @@ impl Primitive for Expand {
         expect_arity("expand", inputs, 1)?;
         let t = inputs[0];
         let fits = t.rank() <= self.shape.len()
-            && t.shape.iter().zip(&self.shape[self.shape.len() - t.rank()..]).all(|(a, b)| a.is_const(1) || a == b);
+            && t.shape
+                .iter()
+                .zip(&self.shape[self.shape.len() - t.rank()..])
+                .all(|(a, b)| a.is_const(1) || a == b);
         if !fits {
-            return Err(OpError::new(format!("cannot expand {t} to {}", fmt_shape(&self.shape))));
+            return Err(OpError::new(format!(
+                "cannot expand {t} to {}",
+                fmt_shape(&self.shape)
+            )));
         }
         Ok(TensorType::new(t.dtype, self.shape.clone()))
     }
@@ -154,13 +182,20 @@ impl Primitive for Expand {
         let x = inputs[0];
         RefTensor::from_fn(out, |c| x.data[broadcast_index(c, &x.shape)])
     }
-    fn backward(&self, ad: &mut AdCtx, node: NodeId, grad: NodeId) -> OpResult<Vec<Option<NodeId>>> {
+    fn backward(
+        &self,
+        ad: &mut AdCtx,
+        node: NodeId,
+        grad: NodeId,
+    ) -> OpResult<Vec<Option<NodeId>>> {
         let x = ad.g.operands(node)[0];
         let shape = ad.ty(x).shape.clone();
         Ok(vec![Some(ad.sum_to(grad, &shape)?)])
     }
     fn bind_dims(&self, bindings: &HashMap<String, i64>) -> Self {
-        Expand { shape: bind_shape(&self.shape, bindings) }
+        Expand {
+            shape: bind_shape(&self.shape, bindings),
+        }
     }
 }
 
@@ -192,12 +227,18 @@ impl Primitive for Slice {
         expect_arity("slice", inputs, 1)?;
         let t = inputs[0];
         if self.axis >= t.rank() {
-            return Err(OpError::new(format!("cannot slice axis {} of {t}", self.axis)));
+            return Err(OpError::new(format!(
+                "cannot slice axis {} of {t}",
+                self.axis
+            )));
         }
         let end = self.start.add(&self.len);
         if let (Some(e), Some(n)) = (end.as_const(), t.shape[self.axis].as_const()) {
             if e > n || self.start.as_const().is_some_and(|s| s < 0) {
-                return Err(OpError::new(format!("slice {}..{e} is out of range for axis {} of {t}", self.start, self.axis)));
+                return Err(OpError::new(format!(
+                    "slice {}..{e} is out of range for axis {} of {t}",
+                    self.start, self.axis
+                )));
             }
         }
         let mut shape = t.shape.clone();
@@ -214,14 +255,30 @@ impl Primitive for Slice {
             x.at(&src)
         })
     }
-    fn backward(&self, ad: &mut AdCtx, node: NodeId, grad: NodeId) -> OpResult<Vec<Option<NodeId>>> {
+    fn backward(
+        &self,
+        ad: &mut AdCtx,
+        node: NodeId,
+        grad: NodeId,
+    ) -> OpResult<Vec<Option<NodeId>>> {
         let x = ad.g.operands(node)[0];
         let total = ad.ty(x).shape[self.axis].clone();
         let after = total.sub(&self.start).sub(&self.len);
-        Ok(vec![Some(ad.add(Pad { axis: self.axis, before: self.start.clone(), after }, &[grad])?)])
+        Ok(vec![Some(ad.add(
+            Pad {
+                axis: self.axis,
+                before: self.start.clone(),
+                after,
+            },
+            &[grad],
+        )?)])
     }
     fn bind_dims(&self, bindings: &HashMap<String, i64>) -> Self {
-        Slice { axis: self.axis, start: self.start.bind(bindings), len: self.len.bind(bindings) }
+        Slice {
+            axis: self.axis,
+            start: self.start.bind(bindings),
+            len: self.len.bind(bindings),
+        }
     }
 }
 
@@ -250,13 +307,19 @@ impl Primitive for Pad {
         guarded_choice(k, x, vec![(inside, Coords::from_axes(axes))])
     }
     fn attrs(&self) -> String {
-        format!("axis={}, before={}, after={}", self.axis, self.before, self.after)
+        format!(
+            "axis={}, before={}, after={}",
+            self.axis, self.before, self.after
+        )
     }
     fn infer(&self, inputs: &[&TensorType]) -> OpResult<TensorType> {
         expect_arity("pad", inputs, 1)?;
         let t = inputs[0];
         if self.axis >= t.rank() {
-            return Err(OpError::new(format!("cannot pad axis {} of {t}", self.axis)));
+            return Err(OpError::new(format!(
+                "cannot pad axis {} of {t}",
+                self.axis
+            )));
         }
         let mut shape = t.shape.clone();
         shape[self.axis] = shape[self.axis].add(&self.before).add(&self.after);
@@ -276,13 +339,29 @@ impl Primitive for Pad {
             x.at(&src)
         })
     }
-    fn backward(&self, ad: &mut AdCtx, node: NodeId, grad: NodeId) -> OpResult<Vec<Option<NodeId>>> {
+    fn backward(
+        &self,
+        ad: &mut AdCtx,
+        node: NodeId,
+        grad: NodeId,
+    ) -> OpResult<Vec<Option<NodeId>>> {
         let x = ad.g.operands(node)[0];
         let len = ad.ty(x).shape[self.axis].clone();
-        Ok(vec![Some(ad.add(Slice { axis: self.axis, start: self.before.clone(), len }, &[grad])?)])
+        Ok(vec![Some(ad.add(
+            Slice {
+                axis: self.axis,
+                start: self.before.clone(),
+                len,
+            },
+            &[grad],
+        )?)])
     }
     fn bind_dims(&self, bindings: &HashMap<String, i64>) -> Self {
-        Pad { axis: self.axis, before: self.before.bind(bindings), after: self.after.bind(bindings) }
+        Pad {
+            axis: self.axis,
+            before: self.before.bind(bindings),
+            after: self.after.bind(bindings),
+        }
     }
 }
 
@@ -321,12 +400,19 @@ impl Primitive for Concat {
             return Err(OpError::new("concat needs at least one tensor"));
         };
         if self.axis >= first.rank() {
-            return Err(OpError::new(format!("cannot concatenate along axis {} of {first}", self.axis)));
+            return Err(OpError::new(format!(
+                "cannot concatenate along axis {} of {first}",
+                self.axis
+            )));
         }
         let mut shape = first.shape.clone();
         for t in &inputs[1..] {
             let same_elsewhere = t.rank() == first.rank()
-                && t.shape.iter().zip(&first.shape).enumerate().all(|(a, (x, y))| a == self.axis || x == y);
+                && t.shape
+                    .iter()
+                    .zip(&first.shape)
+                    .enumerate()
+                    .all(|(a, (x, y))| a == self.axis || x == y);
             if !same_elsewhere || t.dtype != first.dtype {
                 return Err(OpError::new(format!(
                     "cannot concatenate {t} with {first} along axis {}: other axes and dtypes must match",
@@ -352,12 +438,24 @@ impl Primitive for Concat {
             unreachable!("coordinate beyond the concatenated extent")
         })
     }
-    fn backward(&self, ad: &mut AdCtx, node: NodeId, grad: NodeId) -> OpResult<Vec<Option<NodeId>>> {
+    fn backward(
+        &self,
+        ad: &mut AdCtx,
+        node: NodeId,
+        grad: NodeId,
+    ) -> OpResult<Vec<Option<NodeId>>> {
         let mut start = Dim::lit(0);
         let mut grads = Vec::new();
         for x in ad.g.operands(node) {
             let len = ad.ty(x).shape[self.axis].clone();
-            grads.push(Some(ad.add(Slice { axis: self.axis, start: start.clone(), len: len.clone() }, &[grad])?));
+            grads.push(Some(ad.add(
+                Slice {
+                    axis: self.axis,
+                    start: start.clone(),
+                    len: len.clone(),
+                },
+                &[grad],
+            )?));
             start = start.add(&len);
         }
         Ok(grads)
@@ -365,7 +463,9 @@ impl Primitive for Concat {
 }
 
 fn const_of(d: &Dim) -> usize {
-    d.as_const().and_then(|v| usize::try_from(v).ok()).unwrap_or_else(|| panic!("size {d} is not bound"))
+    d.as_const()
+        .and_then(|v| usize::try_from(v).ok())
+        .unwrap_or_else(|| panic!("size {d} is not bound"))
 }
 
 /// `cond ? x[at] : 0` where the load must not happen when `cond` fails (it
@@ -395,7 +495,11 @@ fn concat_choice(k: &mut KernelCtx, parts: Vec<(NodeId, KExpr, Coords)>) -> Valu
         chain = if idx + 1 == count && count > 1 {
             body
         } else {
-            vec![KStmt::If { cond, then: body, otherwise: chain }]
+            vec![KStmt::If {
+                cond,
+                then: body,
+                otherwise: chain,
+            }]
         };
     }
     for s in chain {

@@ -3,7 +3,7 @@
 use super::{expect_arity, FusionRole, OpError, OpResult, Primitive};
 use crate::autodiff::AdCtx;
 use crate::codegen::ctx::{CodegenError, Coords, KernelCtx, Value};
-use crate::codegen::kir::{call, cast, f32c, int, var, AssignOp, CTy, KExpr, KStmt};
+use crate::codegen::kir::{call, cast, f32c, int, var, AssignOp, CTy, KExpr, KStmt, Unroll};
 use crate::codegen::templates::{block_idx, for_each_output, thread_idx};
 use crate::codegen::Target;
 use crate::ir::expr::arg;
@@ -33,7 +33,11 @@ impl Reduce {
     pub fn new(kind: ReduceKind, mut axes: Vec<usize>, keepdim: bool) -> Reduce {
         axes.sort_unstable();
         axes.dedup();
-        Reduce { kind, axes, keepdim }
+        Reduce {
+            kind,
+            axes,
+            keepdim,
+        }
     }
 
     /// The input shape with reduced axes kept as size 1.
@@ -41,13 +45,25 @@ impl Reduce {
         input
             .iter()
             .enumerate()
-            .map(|(a, d)| if self.axes.contains(&a) { Dim::lit(1) } else { d.clone() })
+            .map(|(a, d)| {
+                if self.axes.contains(&a) {
+                    Dim::lit(1)
+                } else {
+                    d.clone()
+                }
+            })
             .collect()
     }
 
     /// How many elements each output reduces.
     pub fn extent(&self, input: &[Dim]) -> Dim {
-        numel(&self.axes.iter().map(|&a| input[a].clone()).collect::<Vec<_>>())
+        numel(
+            &self
+                .axes
+                .iter()
+                .map(|&a| input[a].clone())
+                .collect::<Vec<_>>(),
+        )
     }
 }
 
@@ -63,7 +79,11 @@ impl Primitive for Reduce {
 
     fn attrs(&self) -> String {
         let axes: Vec<String> = self.axes.iter().map(usize::to_string).collect();
-        format!("axes=[{}]{}", axes.join(", "), if self.keepdim { ", keepdim" } else { "" })
+        format!(
+            "axes=[{}]{}",
+            axes.join(", "),
+            if self.keepdim { ", keepdim" } else { "" }
+        )
     }
 
     fn fusion_role(&self) -> FusionRole {
@@ -74,16 +94,29 @@ impl Primitive for Reduce {
         let x = k.graph.operands(node)[0];
         let shape = k.dims(x);
         let out_shape = k.dims(node);
-        let kept: Vec<usize> = (0..shape.len()).filter(|a| !self.axes.contains(a)).map(|a| shape[a]).collect();
+        let kept: Vec<usize> = (0..shape.len())
+            .filter(|a| !self.axes.contains(a))
+            .map(|a| shape[a])
+            .collect();
         let reduced: Vec<usize> = self.axes.iter().map(|&a| shape[a]).collect();
         let n_out: usize = kept.iter().product();
         let extent: usize = reduced.iter().product();
         // Input coordinates of (output index o, reduction index r).
         let coords = |o: &KExpr, r: &KExpr| {
-            let (ko, kr) = (Coords::from_flat(o.clone(), &kept).axes, Coords::from_flat(r.clone(), &reduced).axes);
+            let (ko, kr) = (
+                Coords::from_flat(o.clone(), &kept).axes,
+                Coords::from_flat(r.clone(), &reduced).axes,
+            );
             let (mut ko, mut kr) = (ko.into_iter(), kr.into_iter());
             let axes = (0..shape.len())
-                .map(|a| if self.axes.contains(&a) { kr.next() } else { ko.next() }.expect("axes partition the shape"))
+                .map(|a| {
+                    if self.axes.contains(&a) {
+                        kr.next()
+                    } else {
+                        ko.next()
+                    }
+                    .expect("axes partition the shape")
+                })
                 .collect();
             Coords::from_axes(axes)
         };
@@ -94,26 +127,64 @@ impl Primitive for Reduce {
             k.block = [threads as u32, 1, 1];
             k.grid = [n_out as u32, 1, 1];
             let o = k.constant("o", CTy::I32, block_idx('x'));
-            let acc = self.accumulate(k, x, CTy::F32, thread_idx('x'), var("blockDim.x"), extent, &|r| coords(&o, r));
-            k.emit(KStmt::Shared { ty: CTy::F32, name: "red".into(), len: 32 });
+            let acc = self.accumulate(
+                k,
+                x,
+                CTy::F32,
+                thread_idx('x'),
+                var("blockDim.x"),
+                extent,
+                &|r| coords(&o, r),
+            );
+            k.emit(KStmt::Shared {
+                ty: CTy::F32,
+                name: "red".into(),
+                len: 32,
+            });
             let combined = match self.kind {
-                ReduceKind::Sum | ReduceKind::Mean => call("netc_block_sum", vec![acc.value.clone(), var("red")]),
+                ReduceKind::Sum | ReduceKind::Mean => {
+                    call("netc_block_sum", vec![acc.value.clone(), var("red")])
+                }
                 ReduceKind::Max => call("netc_block_max", vec![acc.value.clone(), var("red")]),
                 ReduceKind::ArgMax => {
-                    k.emit(KStmt::Shared { ty: CTy::I32, name: "red_index".into(), len: 32 });
-                    call("netc_block_argmax", vec![acc.value.clone(), acc.index.clone(), var("red"), var("red_index")])
+                    k.emit(KStmt::Shared {
+                        ty: CTy::I32,
+                        name: "red_index".into(),
+                        len: 32,
+                    });
+                    call(
+                        "netc_block_argmax",
+                        vec![
+                            acc.value.clone(),
+                            acc.index.clone(),
+                            var("red"),
+                            var("red_index"),
+                        ],
+                    )
                 }
             };
-            let target = if self.kind == ReduceKind::ArgMax { acc.index.clone() } else { acc.value.clone() };
+            let target = if self.kind == ReduceKind::ArgMax {
+                acc.index.clone()
+            } else {
+                acc.value.clone()
+            };
             k.assign(target, AssignOp::Set, combined);
             k.push_scope();
             self.finish(k, node, &acc, extent, &Coords::from_flat(o, &out_shape));
             let store = k.pop_scope();
-            k.emit(KStmt::If { cond: thread_idx('x').eq(int(0)), then: store, otherwise: vec![] });
+            k.emit(KStmt::If {
+                cond: thread_idx('x').eq(int(0)),
+                then: store,
+                otherwise: vec![],
+            });
         } else {
             // Long sums on the CPU accumulate in double, so results stay
             // within the oracle's tolerance whatever the extent.
-            let acc_ty = if k.target == Target::Cpu { CTy::F64 } else { CTy::F32 };
+            let acc_ty = if k.target == Target::Cpu {
+                CTy::F64
+            } else {
+                CTy::F32
+            };
             for_each_output(k, n_out, extent, |k, o| {
                 let acc = self.accumulate(k, x, acc_ty, int(0), int(1), extent, &|r| coords(&o, r));
                 self.finish(k, node, &acc, extent, &Coords::from_flat(o, &out_shape));
@@ -126,7 +197,10 @@ impl Primitive for Reduce {
         expect_arity(self.name(), inputs, 1)?;
         let t = inputs[0];
         if let Some(&bad) = self.axes.iter().find(|&&a| a >= t.rank()) {
-            return Err(OpError::new(format!("cannot reduce axis {bad} of a rank-{} tensor {t}", t.rank())));
+            return Err(OpError::new(format!(
+                "cannot reduce axis {bad} of a rank-{} tensor {t}",
+                t.rank()
+            )));
         }
         if self.kind == ReduceKind::ArgMax && self.axes.len() != 1 {
             return Err(OpError::new("argmax reduces exactly one axis"));
@@ -134,16 +208,29 @@ impl Primitive for Reduce {
         let shape = if self.keepdim {
             self.kept_shape(&t.shape)
         } else {
-            t.shape.iter().enumerate().filter(|(a, _)| !self.axes.contains(a)).map(|(_, d)| d.clone()).collect()
+            t.shape
+                .iter()
+                .enumerate()
+                .filter(|(a, _)| !self.axes.contains(a))
+                .map(|(_, d)| d.clone())
+                .collect()
         };
-        let dtype = if self.kind == ReduceKind::ArgMax { DType::I64 } else { t.dtype };
+        let dtype = if self.kind == ReduceKind::ArgMax {
+            DType::I64
+        } else {
+            t.dtype
+        };
         Ok(TensorType::new(dtype, shape))
     }
 
     fn eval<T: Real>(&self, inputs: &[&RefTensor<T>], out: &[usize]) -> RefTensor<T> {
         let x = inputs[0];
-        let kept: Vec<usize> =
-            x.shape.iter().enumerate().map(|(a, &n)| if self.axes.contains(&a) { 1 } else { n }).collect();
+        let kept: Vec<usize> = x
+            .shape
+            .iter()
+            .enumerate()
+            .map(|(a, &n)| if self.axes.contains(&a) { 1 } else { n })
+            .collect();
         let count: usize = self.axes.iter().map(|&a| x.shape[a]).product();
         let mut acc: Vec<(T, usize)> = vec![(T::zero(), usize::MAX); kept.iter().product()];
         let mut coords = vec![0; x.shape.len()];
@@ -172,15 +259,28 @@ impl Primitive for Reduce {
                 ReduceKind::ArgMax => T::from_f64(pos as f64),
             })
             .collect();
-        RefTensor { shape: out.to_vec(), data }
+        RefTensor {
+            shape: out.to_vec(),
+            data,
+        }
     }
 
-    fn backward(&self, ad: &mut AdCtx, node: NodeId, grad: NodeId) -> OpResult<Vec<Option<NodeId>>> {
+    fn backward(
+        &self,
+        ad: &mut AdCtx,
+        node: NodeId,
+        grad: NodeId,
+    ) -> OpResult<Vec<Option<NodeId>>> {
         let x = ad.g.operands(node)[0];
         let in_shape = ad.ty(x).shape.clone();
         let kept = self.kept_shape(&in_shape);
         let g = ad.reshape(grad, kept.clone())?;
-        let g = ad.add(Expand { shape: in_shape.clone() }, &[g])?;
+        let g = ad.add(
+            Expand {
+                shape: in_shape.clone(),
+            },
+            &[g],
+        )?;
         let gx = match self.kind {
             ReduceKind::Sum => g,
             ReduceKind::Mean => ad.map(arg(0) / SExpr::Size(self.extent(&in_shape)), &[g])?,
@@ -188,7 +288,10 @@ impl Primitive for Reduce {
                 // Ties share the gradient equally, as torch.amax does.
                 let m = ad.reshape(node, kept)?;
                 let hit = ad.map(arg(0).eq_(arg(1)), &[x, m])?;
-                let ties = ad.add(Reduce::new(ReduceKind::Sum, self.axes.clone(), true), &[hit])?;
+                let ties = ad.add(
+                    Reduce::new(ReduceKind::Sum, self.axes.clone(), true),
+                    &[hit],
+                )?;
                 ad.map(arg(0) * arg(1) / arg(2), &[g, hit, ties])?
             }
             ReduceKind::ArgMax => return Ok(vec![None]),
@@ -217,7 +320,11 @@ impl Reduce {
             ReduceKind::Max | ReduceKind::ArgMax => (lowest, CTy::F32),
         };
         let acc = k.mutable("acc", ty, init);
-        let index = if self.kind == ReduceKind::ArgMax { k.mutable("arg", CTy::I32, int(0)) } else { int(0) };
+        let index = if self.kind == ReduceKind::ArgMax {
+            k.mutable("arg", CTy::I32, int(0))
+        } else {
+            int(0)
+        };
         k.push_scope();
         let v = k.value_at(x, &coords(&var("r"))).to_f32();
         match self.kind {
@@ -225,23 +332,57 @@ impl Reduce {
                 let v = if ty == CTy::F64 { cast(CTy::F64, v) } else { v };
                 k.assign(acc.clone(), AssignOp::Add, v);
             }
-            ReduceKind::Max => k.assign(acc.clone(), AssignOp::Set, call("fmaxf", vec![acc.clone(), v])),
+            ReduceKind::Max => k.assign(
+                acc.clone(),
+                AssignOp::Set,
+                call("fmaxf", vec![acc.clone(), v]),
+            ),
             ReduceKind::ArgMax => {
                 // Strictly greater keeps the first maximum, as PyTorch does.
                 let update = vec![
-                    KStmt::Assign { target: acc.clone(), op: AssignOp::Set, value: v.clone() },
-                    KStmt::Assign { target: index.clone(), op: AssignOp::Set, value: var("r") },
+                    KStmt::Assign {
+                        target: acc.clone(),
+                        op: AssignOp::Set,
+                        value: v.clone(),
+                    },
+                    KStmt::Assign {
+                        target: index.clone(),
+                        op: AssignOp::Set,
+                        value: var("r"),
+                    },
                 ];
-                k.emit(KStmt::If { cond: v.gt(acc.clone()), then: update, otherwise: vec![] });
+                k.emit(KStmt::If {
+                    cond: v.gt(acc.clone()),
+                    then: update,
+                    otherwise: vec![],
+                });
             }
         }
         let body = k.pop_scope();
-        k.emit(KStmt::For { var: "r".into(), start, end: int(extent as i64), step, body, unroll: false });
-        Accumulator { value: acc, index, ty }
+        k.emit(KStmt::For {
+            var: "r".into(),
+            start,
+            end: int(extent as i64),
+            step,
+            body,
+            unroll: Unroll::Compiler,
+        });
+        Accumulator {
+            value: acc,
+            index,
+            ty,
+        }
     }
 
     /// Binds the reduced value to the node and stores the kernel's root.
-    fn finish(&self, k: &mut KernelCtx, node: NodeId, acc: &Accumulator, extent: usize, at: &Coords) {
+    fn finish(
+        &self,
+        k: &mut KernelCtx,
+        node: NodeId,
+        acc: &Accumulator,
+        extent: usize,
+        at: &Coords,
+    ) {
         let sum = Value::new(acc.value.clone(), acc.ty).to_f32();
         let value = match self.kind {
             ReduceKind::Sum | ReduceKind::Max => Value::f32(sum),

@@ -61,7 +61,10 @@ pub struct RefTensor<T> {
 
 impl<T: Real> RefTensor<T> {
     pub fn zeros(shape: &[usize]) -> Self {
-        RefTensor { shape: shape.to_vec(), data: vec![T::zero(); shape.iter().product()] }
+        RefTensor {
+            shape: shape.to_vec(),
+            data: vec![T::zero(); shape.iter().product()],
+        }
     }
 
     pub fn from_fn(shape: &[usize], mut f: impl FnMut(&[usize]) -> T) -> Self {
@@ -72,15 +75,25 @@ impl<T: Real> RefTensor<T> {
             unravel_into(flat, shape, &mut coords);
             data.push(f(&coords));
         }
-        RefTensor { shape: shape.to_vec(), data }
+        RefTensor {
+            shape: shape.to_vec(),
+            data,
+        }
     }
 
     pub fn from_tensor(t: &Tensor) -> Self {
-        RefTensor { shape: t.shape.clone(), data: t.to_f64_vec().into_iter().map(T::from_f64).collect() }
+        RefTensor {
+            shape: t.shape.clone(),
+            data: t.to_f64_vec().into_iter().map(T::from_f64).collect(),
+        }
     }
 
     pub fn to_tensor(&self, dtype: DType) -> Tensor {
-        Tensor::f64(self.shape.clone(), self.data.iter().map(|v| v.to_f64()).collect()).cast(dtype)
+        Tensor::f64(
+            self.shape.clone(),
+            self.data.iter().map(|v| v.to_f64()).collect(),
+        )
+        .cast(dtype)
     }
 
     pub fn at(&self, coords: &[usize]) -> T {
@@ -98,7 +111,10 @@ impl<T: Real> RefTensor<T> {
 
 /// Row-major flat index of coordinates.
 pub fn ravel(coords: &[usize], shape: &[usize]) -> usize {
-    coords.iter().zip(shape).fold(0, |acc, (&c, &n)| acc * n + c)
+    coords
+        .iter()
+        .zip(shape)
+        .fold(0, |acc, (&c, &n)| acc * n + c)
 }
 
 /// Coordinates of a row-major flat index.
@@ -112,7 +128,9 @@ pub fn unravel_into(mut flat: usize, shape: &[usize], coords: &mut [usize]) {
 /// Flat index into an operand broadcast (numpy rules, right-aligned) to `out_coords`.
 pub fn broadcast_index(out_coords: &[usize], shape: &[usize]) -> usize {
     let offset = out_coords.len() - shape.len();
-    shape.iter().enumerate().fold(0, |acc, (axis, &n)| acc * n + if n == 1 { 0 } else { out_coords[offset + axis] })
+    shape.iter().enumerate().fold(0, |acc, (axis, &n)| {
+        acc * n + if n == 1 { 0 } else { out_coords[offset + axis] }
+    })
 }
 
 /// Why evaluation could not start.
@@ -123,21 +141,36 @@ pub enum EvalError {
     #[error("no value given for {kind} `{name}`")]
     Missing { kind: &'static str, name: String },
     #[error("{kind} `{name}` should have shape {expected:?}, got {got:?}")]
-    Shape { kind: &'static str, name: String, expected: Vec<usize>, got: Vec<usize> },
+    Shape {
+        kind: &'static str,
+        name: String,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
 }
 
 /// Evaluates every node of a specialised graph. `leaves` gives inputs and
 /// params by name. Returns the value of every node, indexed by node id.
-pub fn evaluate<T: Real>(graph: &Graph, leaves: &HashMap<String, RefTensor<T>>) -> Result<Vec<RefTensor<T>>, EvalError> {
+pub fn evaluate<T: Real>(
+    graph: &Graph,
+    leaves: &HashMap<String, RefTensor<T>>,
+) -> Result<Vec<RefTensor<T>>, EvalError> {
     let mut values: Vec<RefTensor<T>> = Vec::with_capacity(graph.len());
     for id in graph.topo_order() {
         let node = graph.node(id);
-        let dims = node.ty.dims().ok_or_else(|| EvalError::Unbound(node.origin.name.clone()))?;
+        let dims = node
+            .ty
+            .dims()
+            .ok_or_else(|| EvalError::Unbound(node.origin.name.clone()))?;
         let value = match &node.op {
             Op::Input(i) => leaf(leaves, "input", &i.name, &dims)?,
             Op::Param(p) => leaf(leaves, "parameter", &p.name, &dims)?,
             op => {
-                let operands: Vec<&RefTensor<T>> = graph.operands(id).iter().map(|o| &values[o.index()]).collect();
+                let operands: Vec<&RefTensor<T>> = graph
+                    .operands(id)
+                    .iter()
+                    .map(|o| &values[o.index()])
+                    .collect();
                 op.eval(&operands, &dims)
             }
         };
@@ -152,9 +185,17 @@ fn leaf<T: Real>(
     name: &str,
     dims: &[usize],
 ) -> Result<RefTensor<T>, EvalError> {
-    let t = leaves.get(name).ok_or_else(|| EvalError::Missing { kind, name: name.to_string() })?;
+    let t = leaves.get(name).ok_or_else(|| EvalError::Missing {
+        kind,
+        name: name.to_string(),
+    })?;
     if t.shape != dims {
-        return Err(EvalError::Shape { kind, name: name.to_string(), expected: dims.to_vec(), got: t.shape.clone() });
+        return Err(EvalError::Shape {
+            kind,
+            name: name.to_string(),
+            expected: dims.to_vec(),
+            got: t.shape.clone(),
+        });
     }
     Ok(t.clone())
 }

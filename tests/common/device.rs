@@ -18,7 +18,10 @@ pub fn test_cache() -> DiskCache {
 /// max |got − want| / max |want|: the error relative to the tensor's scale.
 pub fn relative_error(got: &[f64], want: &[f64]) -> f64 {
     let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
-    let worst = got.iter().zip(want).fold(0.0f64, |m, (g, w)| m.max((g - w).abs()));
+    let worst = got
+        .iter()
+        .zip(want)
+        .fold(0.0f64, |m, (g, w)| m.max((g - w).abs()));
     if got.iter().chain(want).any(|v| v.is_nan()) {
         return f64::INFINITY;
     }
@@ -26,7 +29,10 @@ pub fn relative_error(got: &[f64], want: &[f64]) -> f64 {
 }
 
 /// Values of every leaf, rounded to what the device stores (f32, i64).
-pub fn leaf_values(graph: &Graph, values: &HashMap<String, RefTensor<f64>>) -> HashMap<String, RefTensor<f64>> {
+pub fn leaf_values(
+    graph: &Graph,
+    values: &HashMap<String, RefTensor<f64>>,
+) -> HashMap<String, RefTensor<f64>> {
     let mut out = HashMap::new();
     for id in graph.ids() {
         let (name, dtype) = match graph.op(id) {
@@ -44,9 +50,19 @@ pub fn leaf_values(graph: &Graph, values: &HashMap<String, RefTensor<f64>>) -> H
 
 /// Runs `required` nodes of a specialised graph on the cpu device with the
 /// given schedule, returning their values.
-pub fn run_on_cpu(graph: &Graph, required: &[NodeId], values: &HashMap<String, RefTensor<f64>>, target: Target) -> Vec<Tensor> {
-    let options = Options { cache: Some(test_cache()), target: Some(target), source: None };
-    let mut exe = Executable::new(graph.clone(), required, &Device::Cpu, &options).unwrap_or_else(|e| panic!("compile: {e}"));
+pub fn run_on_cpu(
+    graph: &Graph,
+    required: &[NodeId],
+    values: &HashMap<String, RefTensor<f64>>,
+    target: Target,
+) -> Vec<Tensor> {
+    let options = Options {
+        cache: Some(test_cache()),
+        target: Some(target),
+        source: None,
+    };
+    let mut exe = Executable::new(graph.clone(), required, &Device::Cpu, &options)
+        .unwrap_or_else(|e| panic!("compile: {e}"));
     for id in graph.ids() {
         let name = match graph.op(id) {
             Op::Input(i) => &i.name,
@@ -55,19 +71,29 @@ pub fn run_on_cpu(graph: &Graph, required: &[NodeId], values: &HashMap<String, R
         };
         if exe.plan.slot_of.contains_key(&id) {
             if let Some(v) = values.get(name) {
-                exe.write(id, &v.to_tensor(graph.ty(id).dtype)).unwrap_or_else(|e| panic!("write {name}: {e}"));
+                exe.write(id, &v.to_tensor(graph.ty(id).dtype))
+                    .unwrap_or_else(|e| panic!("write {name}: {e}"));
             }
         }
     }
     exe.run().unwrap_or_else(|e| panic!("run: {e}"));
-    required.iter().map(|&r| exe.read(r).unwrap_or_else(|e| panic!("read: {e}"))).collect()
+    required
+        .iter()
+        .map(|&r| exe.read(r).unwrap_or_else(|e| panic!("read: {e}")))
+        .collect()
 }
 
 /// Checks every output of `graph` on the cpu device (both schedules)
 /// against the f64 reference, to `tol` relative error.
-pub fn check_against_reference(name: &str, graph: &Graph, values: &HashMap<String, RefTensor<f64>>, tol: f64) {
+pub fn check_against_reference(
+    name: &str,
+    graph: &Graph,
+    values: &HashMap<String, RefTensor<f64>>,
+    tol: f64,
+) {
     let values = leaf_values(graph, values);
-    let reference = evaluate::<f64>(graph, &values).unwrap_or_else(|e| panic!("{name}: reference: {e}"));
+    let reference =
+        evaluate::<f64>(graph, &values).unwrap_or_else(|e| panic!("{name}: reference: {e}"));
     let outputs: Vec<(String, NodeId)> = graph.outputs.clone();
     let ids: Vec<NodeId> = outputs.iter().map(|(_, id)| *id).collect();
     for target in [Target::Cpu, Target::Gpu] {
@@ -75,7 +101,11 @@ pub fn check_against_reference(name: &str, graph: &Graph, values: &HashMap<Strin
         for ((out_name, id), t) in outputs.iter().zip(got) {
             let want = &reference[id.index()].data;
             let err = relative_error(&t.to_f64_vec(), want);
-            assert!(err <= tol, "{name}: output `{out_name}` on the {} schedule: relative error {err:e} > {tol:e}", target.name());
+            assert!(
+                err <= tol,
+                "{name}: output `{out_name}` on the {} schedule: relative error {err:e} > {tol:e}",
+                target.name()
+            );
         }
     }
 }

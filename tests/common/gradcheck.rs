@@ -16,10 +16,15 @@ pub fn check(mut case: Case, out: NodeId, samples: usize) {
     let weights = case.leaf_with(&shape, |r| r.range(-1.0, 1.0));
     let prod = case.add(Map::new(arg(0) * arg(1), DType::F32), &[out, weights]);
     let axes: Vec<usize> = (0..shape.len()).collect();
-    let loss = if axes.is_empty() { prod } else { case.add(Reduce::new(ReduceKind::Sum, axes, false), &[prod]) };
+    let loss = if axes.is_empty() {
+        prod
+    } else {
+        case.add(Reduce::new(ReduceKind::Sum, axes, false), &[prod])
+    };
     let diff = case.diff.clone();
     let mut graph = case.graph.clone();
-    let grads = gradients(&mut graph, loss, &diff).unwrap_or_else(|e| panic!("autodiff failed: {e}"));
+    let grads =
+        gradients(&mut graph, loss, &diff).unwrap_or_else(|e| panic!("autodiff failed: {e}"));
     graph.outputs.push(("loss".into(), loss));
     let values = evaluate::<f64>(&graph, &case.values).expect("evaluation");
     let loss_at = |vals: &std::collections::HashMap<String, netc::reference::RefTensor<f64>>| {
@@ -29,8 +34,11 @@ pub fn check(mut case: Case, out: NodeId, samples: usize) {
         let name = case.graph.node(leaf).origin.name.clone();
         let analytic = grads.get(&leaf).map(|g| values[g.index()].data.clone());
         let n = case.values[&name].data.len();
-        let picks: Vec<usize> =
-            if n <= samples { (0..n).collect() } else { (0..samples).map(|_| case.rng.int(0, n - 1)).collect() };
+        let picks: Vec<usize> = if n <= samples {
+            (0..n).collect()
+        } else {
+            (0..samples).map(|_| case.rng.int(0, n - 1)).collect()
+        };
         for i in picks {
             let h = 1e-6;
             let mut vals = case.values.clone();

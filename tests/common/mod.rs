@@ -5,6 +5,7 @@ pub mod cases;
 pub mod device;
 pub mod gradcheck;
 pub mod nvrtc;
+pub mod programs;
 pub mod torch;
 
 use netc::ir::{Dim, Graph, NodeId, Origin, TensorType};
@@ -25,7 +26,12 @@ pub struct Case {
 
 impl Case {
     pub fn new(seed: u64) -> Case {
-        Case { graph: Graph::new("case"), values: HashMap::new(), diff: Vec::new(), rng: Rng::new(seed) }
+        Case {
+            graph: Graph::new("case"),
+            values: HashMap::new(),
+            diff: Vec::new(),
+            rng: Rng::new(seed),
+        }
     }
 
     /// A differentiable f32 leaf filled with values in [-1, 1).
@@ -39,18 +45,33 @@ impl Case {
     pub fn leaf_with(&mut self, shape: &[usize], mut f: impl FnMut(&mut Rng) -> f64) -> NodeId {
         let name = format!("p{}", self.values.len());
         let ty = TensorType::new(DType::F32, shape.iter().map(|&d| Dim::from(d)).collect());
-        let param = Param { name: name.clone(), ty: ty.clone(), init: Init::Const(0.0), trainable: true };
-        let id = self.graph.add_typed(param.into(), &[], ty, Origin::named(name.clone()));
+        let param = Param {
+            name: name.clone(),
+            ty: ty.clone(),
+            init: Init::Const(0.0),
+            trainable: true,
+        };
+        let id = self
+            .graph
+            .add_typed(param.into(), &[], ty, Origin::named(name.clone()));
         let n = shape.iter().product();
         let data = (0..n).map(|_| f(&mut self.rng)).collect();
-        self.values.insert(name, RefTensor { shape: shape.to_vec(), data });
+        self.values.insert(
+            name,
+            RefTensor {
+                shape: shape.to_vec(),
+                data,
+            },
+        );
         id
     }
 
     pub fn add(&mut self, op: impl Into<netc::ops::Op>, operands: &[NodeId]) -> NodeId {
         let op = op.into();
         let label = op.to_string();
-        self.graph.add(op, operands, Origin::named(label)).unwrap_or_else(|e| panic!("{e}"))
+        self.graph
+            .add(op, operands, Origin::named(label))
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 }
 

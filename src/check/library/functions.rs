@@ -9,14 +9,26 @@ use crate::ops::*;
 
 macro_rules! func {
     ($name:literal, $params:expr, $build:expr, $summary:literal, $torch:literal) => {
-        Function { name: $name, params: $params, build: $build, summary: $summary, torch: $torch }
+        Function {
+            name: $name,
+            params: $params,
+            build: $build,
+            summary: $summary,
+            torch: $torch,
+        }
     };
 }
 
 const X: Param = req("x", Kind::Tensor);
 
 pub static ALL: &[Function] = &[
-    func!("relu", &[X], |c, a| unary(c, a, exprs::relu()), "max(x, 0)", "torch.relu"),
+    func!(
+        "relu",
+        &[X],
+        |c, a| unary(c, a, exprs::relu()),
+        "max(x, 0)",
+        "torch.relu"
+    ),
     func!(
         "leaky_relu",
         &[X, opt("negative_slope", Kind::Float, D::Float(0.01))],
@@ -24,8 +36,20 @@ pub static ALL: &[Function] = &[
         "x if x > 0 else negative_slope * x",
         "F.leaky_relu"
     ),
-    func!("sigmoid", &[X], |c, a| unary(c, a, arg(0).sigmoid()), "1 / (1 + exp(-x))", "torch.sigmoid"),
-    func!("tanh", &[X], |c, a| unary(c, a, arg(0).tanh()), "hyperbolic tangent", "torch.tanh"),
+    func!(
+        "sigmoid",
+        &[X],
+        |c, a| unary(c, a, arg(0).sigmoid()),
+        "1 / (1 + exp(-x))",
+        "torch.sigmoid"
+    ),
+    func!(
+        "tanh",
+        &[X],
+        |c, a| unary(c, a, arg(0).tanh()),
+        "hyperbolic tangent",
+        "torch.tanh"
+    ),
     func!(
         "gelu",
         &[X, opt("approximate", Kind::Str, D::Str("none"))],
@@ -33,10 +57,34 @@ pub static ALL: &[Function] = &[
         "x·Φ(x); approximate: \"none\" (erf) or \"tanh\"",
         "F.gelu"
     ),
-    func!("exp", &[X], |c, a| unary(c, a, arg(0).exp()), "eˣ", "torch.exp"),
-    func!("log", &[X], |c, a| unary(c, a, arg(0).log()), "natural logarithm", "torch.log"),
-    func!("sqrt", &[X], |c, a| unary(c, a, arg(0).sqrt()), "square root", "torch.sqrt"),
-    func!("abs", &[X], |c, a| unary(c, a, arg(0).abs()), "absolute value", "torch.abs"),
+    func!(
+        "exp",
+        &[X],
+        |c, a| unary(c, a, arg(0).exp()),
+        "eˣ",
+        "torch.exp"
+    ),
+    func!(
+        "log",
+        &[X],
+        |c, a| unary(c, a, arg(0).log()),
+        "natural logarithm",
+        "torch.log"
+    ),
+    func!(
+        "sqrt",
+        &[X],
+        |c, a| unary(c, a, arg(0).sqrt()),
+        "square root",
+        "torch.sqrt"
+    ),
+    func!(
+        "abs",
+        &[X],
+        |c, a| unary(c, a, arg(0).abs()),
+        "absolute value",
+        "torch.abs"
+    ),
     func!(
         "softmax",
         &[X, opt("dim", Kind::Int, D::Int(-1))],
@@ -101,28 +149,48 @@ pub static ALL: &[Function] = &[
         |c, a| {
             let x = c.float_tensor("x", a.tensor("x")?)?;
             if c.ty(x).rank() != 4 {
-                return Err(ArgError::at("x", format!("expected an NCHW tensor, found {}", c.ty(x))).into());
+                return Err(ArgError::at(
+                    "x",
+                    format!("expected an NCHW tensor, found {}", c.ty(x)),
+                )
+                .into());
             }
-            Ok(Value::Tensor(c.add(Reduce::new(ReduceKind::Mean, vec![2, 3], true), &[x])?))
+            Ok(Value::Tensor(c.add(
+                Reduce::new(ReduceKind::Mean, vec![2, 3], true),
+                &[x],
+            )?))
         },
         "mean over H and W, keeping them as size 1: [N, C, 1, 1]",
         "F.adaptive_avg_pool2d(x, 1)"
     ),
     func!(
         "flatten",
-        &[X, opt("start_dim", Kind::Int, D::Int(1)), opt("end_dim", Kind::Int, D::Int(-1))],
+        &[
+            X,
+            opt("start_dim", Kind::Int, D::Int(1)),
+            opt("end_dim", Kind::Int, D::Int(-1))
+        ],
         flatten,
         "merges axes start_dim..=end_dim into one",
         "torch.flatten"
     ),
-    func!("reshape", &[X, req("shape", Kind::Shape)], reshape, "same elements, new shape; one size may be -1", "torch.reshape"),
+    func!(
+        "reshape",
+        &[X, req("shape", Kind::Shape)],
+        reshape,
+        "same elements, new shape; one size may be -1",
+        "torch.reshape"
+    ),
     func!(
         "transpose",
         &[X, req("dim0", Kind::Int), req("dim1", Kind::Int)],
         |c, a| {
             let x = a.tensor("x")?;
             let rank = c.ty(x).rank();
-            let (d0, d1) = (c.axis("dim0", a.int("dim0")?, rank)?, c.axis("dim1", a.int("dim1")?, rank)?);
+            let (d0, d1) = (
+                c.axis("dim0", a.int("dim0")?, rank)?,
+                c.axis("dim1", a.int("dim1")?, rank)?,
+            );
             let mut perm: Vec<usize> = (0..rank).collect();
             perm.swap(d0, d1);
             Ok(Value::Tensor(c.add(Permute { perm }, &[x])?))
@@ -148,7 +216,10 @@ pub static ALL: &[Function] = &[
     ),
     func!(
         "concat",
-        &[req("tensors", Kind::Tensors), opt("dim", Kind::Int, D::Int(0))],
+        &[
+            req("tensors", Kind::Tensors),
+            opt("dim", Kind::Int, D::Int(0))
+        ],
         |c, a| {
             let parts = a.tensors("tensors")?;
             let rank = c.ty(parts[0]).rank();
@@ -179,7 +250,11 @@ pub static ALL: &[Function] = &[
             let mut shape = c.ty(x).shape.clone();
             let axis = c.axis("dim", a.int("dim")?, shape.len())?;
             if !shape[axis].is_const(1) {
-                return Err(ArgError::at("dim", format!("axis {axis} has size {}, not 1", shape[axis])).into());
+                return Err(ArgError::at(
+                    "dim",
+                    format!("axis {axis} has size {}, not 1", shape[axis]),
+                )
+                .into());
             }
             shape.remove(axis);
             Ok(Value::Tensor(c.add(Reshape { shape }, &[x])?))
@@ -187,35 +262,60 @@ pub static ALL: &[Function] = &[
         "removes an axis of size 1",
         "torch.squeeze"
     ),
-    func!("matmul", &[req("a", Kind::Tensor), req("b", Kind::Tensor)], matmul, "matrix product (batched, broadcasting); also `a @ b`", "torch.matmul"),
+    func!(
+        "matmul",
+        &[req("a", Kind::Tensor), req("b", Kind::Tensor)],
+        matmul,
+        "matrix product (batched, broadcasting); also `a @ b`",
+        "torch.matmul"
+    ),
     func!(
         "sum",
-        &[X, req("dim", Kind::Axes), opt("keepdim", Kind::Bool, D::Bool(false))],
+        &[
+            X,
+            req("dim", Kind::Axes),
+            opt("keepdim", Kind::Bool, D::Bool(false))
+        ],
         |c, a| reduce(c, a, ReduceKind::Sum),
         "sum over the listed axes",
         "torch.sum"
     ),
     func!(
         "mean",
-        &[X, req("dim", Kind::Axes), opt("keepdim", Kind::Bool, D::Bool(false))],
+        &[
+            X,
+            req("dim", Kind::Axes),
+            opt("keepdim", Kind::Bool, D::Bool(false))
+        ],
         |c, a| reduce(c, a, ReduceKind::Mean),
         "mean over the listed axes",
         "torch.mean"
     ),
     func!(
         "amax",
-        &[X, req("dim", Kind::Axes), opt("keepdim", Kind::Bool, D::Bool(false))],
+        &[
+            X,
+            req("dim", Kind::Axes),
+            opt("keepdim", Kind::Bool, D::Bool(false))
+        ],
         |c, a| reduce(c, a, ReduceKind::Max),
         "maximum over the listed axes",
         "torch.amax"
     ),
     func!(
         "argmax",
-        &[X, req("dim", Kind::Int), opt("keepdim", Kind::Bool, D::Bool(false))],
+        &[
+            X,
+            req("dim", Kind::Int),
+            opt("keepdim", Kind::Bool, D::Bool(false))
+        ],
         |c, a| {
             let x = c.float_tensor("x", a.tensor("x")?)?;
             let axis = c.axis("dim", a.int("dim")?, c.ty(x).rank())?;
-            Ok(Value::Tensor(c.add(Reduce::new(ReduceKind::ArgMax, vec![axis], a.bool("keepdim")?), &[x])?))
+            Ok(Value::Tensor(c.add(
+                Reduce::new(ReduceKind::ArgMax, vec![axis], a.bool("keepdim")?),
+                &[x],
+            )?))
         },
         "index (i64) of the first maximum along an axis",
         "torch.argmax"
@@ -232,7 +332,11 @@ fn gelu(c: &mut Ctx, a: &Args) -> LibResult<Value> {
         "none" => exprs::gelu_exact(),
         "tanh" => exprs::gelu_tanh(),
         other => {
-            return Err(ArgError::at("approximate", format!("unknown approximation \"{other}\"")).hint("use \"none\" or \"tanh\"").into())
+            return Err(
+                ArgError::at("approximate", format!("unknown approximation \"{other}\""))
+                    .hint("use \"none\" or \"tanh\"")
+                    .into(),
+            )
         }
     };
     unary(c, a, body)
@@ -248,7 +352,11 @@ fn softmax(c: &mut Ctx, a: &Args, log: bool) -> LibResult<Value> {
     let shifted = c.map(arg(0) - arg(1), &[x, m])?;
     let e = c.map(arg(0).exp(), &[shifted])?;
     let s = c.add(Reduce::new(ReduceKind::Sum, vec![axis], true), &[e])?;
-    let y = if log { c.map(arg(0) - arg(1).log(), &[shifted, s])? } else { c.map(arg(0) / arg(1), &[e, s])? };
+    let y = if log {
+        c.map(arg(0) - arg(1).log(), &[shifted, s])?
+    } else {
+        c.map(arg(0) / arg(1), &[e, s])?
+    };
     Ok(Value::Tensor(y))
 }
 
@@ -256,19 +364,31 @@ fn softmax(c: &mut Ctx, a: &Args, log: bool) -> LibResult<Value> {
 /// recomputed (not stored) in the backward pass. Evaluation: x.
 pub fn dropout(c: &mut Ctx, x: NodeId, p: f64) -> LibResult<NodeId> {
     if !(0.0..1.0).contains(&p) {
-        return Err(ArgError::at("p", format!("dropout probability must be in [0, 1), got {p}")).into());
+        return Err(ArgError::at(
+            "p",
+            format!("dropout probability must be in [0, 1), got {p}"),
+        )
+        .into());
     }
     if c.mode == crate::check::Mode::Eval || p == 0.0 {
         return Ok(x);
     }
     let seed = c.seed();
     c.state.dropout_calls += 1;
-    let keep = SExpr::Uniform { seed: 1, salt: c.state.dropout_calls }.ge(lit(p));
+    let keep = SExpr::Uniform {
+        seed: 1,
+        salt: c.state.dropout_calls,
+    }
+    .ge(lit(p));
     c.map(arg(0) * keep * lit(1.0 / (1.0 - p)), &[x, seed])
 }
 
 pub fn pool_from_args(kind: PoolKind, a: &Args) -> LibResult<Pool2d> {
-    let dilation = if kind == PoolKind::Max { a.pair("dilation", 1)? } else { [1, 1] };
+    let dilation = if kind == PoolKind::Max {
+        a.pair("dilation", 1)?
+    } else {
+        [1, 1]
+    };
     Ok(Pool2d {
         kind,
         kernel: a.pair("kernel", 1)?,
@@ -276,7 +396,11 @@ pub fn pool_from_args(kind: PoolKind, a: &Args) -> LibResult<Pool2d> {
         padding: a.pair("padding", 0)?,
         dilation,
         ceil_mode: a.bool("ceil_mode")?,
-        count_include_pad: if kind == PoolKind::Avg { a.bool("count_include_pad")? } else { true },
+        count_include_pad: if kind == PoolKind::Avg {
+            a.bool("count_include_pad")?
+        } else {
+            true
+        },
     })
 }
 
@@ -284,12 +408,21 @@ fn flatten(c: &mut Ctx, a: &Args) -> LibResult<Value> {
     let x = a.tensor("x")?;
     let shape = c.ty(x).shape.clone();
     if shape.is_empty() {
-        return Ok(Value::Tensor(c.add(Reshape { shape: vec![Dim::lit(1)] }, &[x])?));
+        return Ok(Value::Tensor(c.add(
+            Reshape {
+                shape: vec![Dim::lit(1)],
+            },
+            &[x],
+        )?));
     }
     let start = c.axis("start_dim", a.int("start_dim")?, shape.len())?;
     let end = c.axis("end_dim", a.int("end_dim")?, shape.len())?;
     if start > end {
-        return Err(ArgError::at("end_dim", format!("end_dim ({end}) comes before start_dim ({start})")).into());
+        return Err(ArgError::at(
+            "end_dim",
+            format!("end_dim ({end}) comes before start_dim ({start})"),
+        )
+        .into());
     }
     let merged = numel(&shape[start..=end]);
     let mut out: Vec<Dim> = shape[..start].to_vec();
@@ -306,14 +439,26 @@ fn reshape(c: &mut Ctx, a: &Args) -> LibResult<Value> {
     let x = a.tensor("x")?;
     let total = c.ty(x).numel();
     let mut shape = a.shape("shape")?;
-    let holes: Vec<usize> = (0..shape.len()).filter(|&i| shape[i].is_const(-1)).collect();
+    let holes: Vec<usize> = (0..shape.len())
+        .filter(|&i| shape[i].is_const(-1))
+        .collect();
     if holes.len() > 1 {
         return Err(ArgError::at("shape", "only one size may be -1").into());
     }
     if let Some(&hole) = holes.first() {
-        let known = numel(&shape.iter().enumerate().filter(|(i, _)| *i != hole).map(|(_, d)| d.clone()).collect::<Vec<_>>());
+        let known = numel(
+            &shape
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != hole)
+                .map(|(_, d)| d.clone())
+                .collect::<Vec<_>>(),
+        );
         let inferred = total.div_exact(&known).ok_or_else(|| {
-            ArgError::at("shape", format!("cannot infer -1: {total} elements do not divide into {known}"))
+            ArgError::at(
+                "shape",
+                format!("cannot infer -1: {total} elements do not divide into {known}"),
+            )
         })?;
         shape[hole] = inferred;
     }
@@ -321,7 +466,10 @@ fn reshape(c: &mut Ctx, a: &Args) -> LibResult<Value> {
 }
 
 fn matmul(c: &mut Ctx, a: &Args) -> LibResult<Value> {
-    let (x, y) = (c.float_tensor("a", a.tensor("a")?)?, c.float_tensor("b", a.tensor("b")?)?);
+    let (x, y) = (
+        c.float_tensor("a", a.tensor("a")?)?,
+        c.float_tensor("b", a.tensor("b")?)?,
+    );
     Ok(Value::Tensor(c.add(MatMul::default(), &[x, y])?))
 }
 
@@ -336,5 +484,7 @@ fn reduce(c: &mut Ctx, a: &Args, kind: ReduceKind) -> LibResult<Value> {
             .map(|d| c.axis("dim", d.as_const().unwrap_or(i64::MAX), rank))
             .collect::<LibResult<Vec<usize>>>()?,
     };
-    Ok(Value::Tensor(c.add(Reduce::new(kind, axes, a.bool("keepdim")?), &[x])?))
+    Ok(Value::Tensor(
+        c.add(Reduce::new(kind, axes, a.bool("keepdim")?), &[x])?,
+    ))
 }

@@ -91,11 +91,22 @@ fn fan_in_init(fan_in: usize) -> Init {
 /// `[C]` reshaped to `[C, 1, 1]` so it broadcasts over NCHW's channel axis.
 fn per_channel(c: &mut Ctx, v: NodeId) -> LibResult<NodeId> {
     let n = c.ty(v).shape[0].clone();
-    c.add(Reshape { shape: vec![n, Dim::lit(1), Dim::lit(1)] }, &[v])
+    c.add(
+        Reshape {
+            shape: vec![n, Dim::lit(1), Dim::lit(1)],
+        },
+        &[v],
+    )
 }
 
 /// A size error at a layer's use that also points at its declaration.
-fn size_mismatch(layer: &str, use_span: &Span, decl_span: &Span, message: String, decl_label: String) -> LibError {
+fn size_mismatch(
+    layer: &str,
+    use_span: &Span,
+    decl_span: &Span,
+    message: String,
+    decl_label: String,
+) -> LibError {
     LibError::Diag(Box::new(
         Diagnostic::error("E0308", message)
             .primary(use_span.clone(), format!("`{layer}` is applied here"))
@@ -108,9 +119,15 @@ fn expect_rank(c: &Ctx, x: NodeId, rank: usize, layer: &str, layout: &str) -> Li
     if ty.rank() == rank {
         Ok(())
     } else {
-        Err(OpError::new(format!("`{layer}` expects a rank-{rank} {layout} input, found {ty}"))
-            .with_hint(if rank == 4 { "image batches are [N, C, H, W]; use `reshape` or `unsqueeze` to add axes" } else { "" })
-            .into())
+        Err(OpError::new(format!(
+            "`{layer}` expects a rank-{rank} {layout} input, found {ty}"
+        ))
+        .with_hint(if rank == 4 {
+            "image batches are [N, C, H, W]; use `reshape` or `unsqueeze` to add axes"
+        } else {
+            ""
+        })
+        .into())
     }
 }
 
@@ -126,18 +143,49 @@ struct Conv2dLayer {
 
 impl Conv2dLayer {
     fn declare(c: &mut Ctx, a: &Args, prefix: &str, _: &Span) -> LibResult<Box<dyn Layer>> {
-        let (cin, cout, groups) = (a.positive("in_channels")?, a.positive("out_channels")?, a.positive("groups")?);
+        let (cin, cout, groups) = (
+            a.positive("in_channels")?,
+            a.positive("out_channels")?,
+            a.positive("groups")?,
+        );
         for (what, v) in [("in_channels", cin), ("out_channels", cout)] {
             if v % groups != 0 {
-                return Err(ArgError::at(if what == "in_channels" { "in_channels" } else { "out_channels" }, format!("{what} = {v} is not divisible by groups = {groups}")).into());
+                return Err(ArgError::at(
+                    if what == "in_channels" {
+                        "in_channels"
+                    } else {
+                        "out_channels"
+                    },
+                    format!("{what} = {v} is not divisible by groups = {groups}"),
+                )
+                .into());
             }
         }
         let [kh, kw] = a.pair("kernel", 1)?;
-        let geometry = ConvGeometry { stride: a.pair("stride", 1)?, padding: a.pair("padding", 0)?, dilation: a.pair("dilation", 1)?, groups };
+        let geometry = ConvGeometry {
+            stride: a.pair("stride", 1)?,
+            padding: a.pair("padding", 0)?,
+            dilation: a.pair("dilation", 1)?,
+            groups,
+        };
         let init = fan_in_init(cin / groups * kh * kw);
-        let weight = c.param(&format!("{prefix}.weight"), &[cout, cin / groups, kh, kw], init, true);
-        let bias = a.bool("bias")?.then(|| c.param(&format!("{prefix}.bias"), &[cout], init, true));
-        Ok(Box::new(Conv2dLayer { name: prefix.to_string(), weight, bias, geometry, in_channels: cin, in_span: a.span("in_channels") }))
+        let weight = c.param(
+            &format!("{prefix}.weight"),
+            &[cout, cin / groups, kh, kw],
+            init,
+            true,
+        );
+        let bias = a
+            .bool("bias")?
+            .then(|| c.param(&format!("{prefix}.bias"), &[cout], init, true));
+        Ok(Box::new(Conv2dLayer {
+            name: prefix.to_string(),
+            weight,
+            bias,
+            geometry,
+            in_channels: cin,
+            in_span: a.span("in_channels"),
+        }))
     }
 }
 
@@ -150,11 +198,19 @@ impl Layer for Conv2dLayer {
                 &self.name,
                 use_span,
                 &self.in_span,
-                format!("`{}` expects {} input channels but receives {channels}", self.name, self.in_channels),
+                format!(
+                    "`{}` expects {} input channels but receives {channels}",
+                    self.name, self.in_channels
+                ),
                 format!("declared with {} input channels here", self.in_channels),
             ));
         }
-        let y = c.add(Conv2d { geometry: self.geometry }, &[x, self.weight])?;
+        let y = c.add(
+            Conv2d {
+                geometry: self.geometry,
+            },
+            &[x, self.weight],
+        )?;
         match self.bias {
             Some(b) => {
                 let b = per_channel(c, b)?;
@@ -179,8 +235,16 @@ impl LinearLayer {
         let (fin, fout) = (a.positive("in_features")?, a.positive("out_features")?);
         let init = fan_in_init(fin);
         let weight = c.param(&format!("{prefix}.weight"), &[fout, fin], init, true);
-        let bias = a.bool("bias")?.then(|| c.param(&format!("{prefix}.bias"), &[fout], init, true));
-        Ok(Box::new(LinearLayer { name: prefix.to_string(), weight, bias, in_features: fin, in_span: a.span("in_features") }))
+        let bias = a
+            .bool("bias")?
+            .then(|| c.param(&format!("{prefix}.bias"), &[fout], init, true));
+        Ok(Box::new(LinearLayer {
+            name: prefix.to_string(),
+            weight,
+            bias,
+            in_features: fin,
+            in_span: a.span("in_features"),
+        }))
     }
 
     /// The size error, suggesting the declaration that would fit (as the
@@ -189,17 +253,41 @@ impl LinearLayer {
         let ty = c.ty(x);
         let got = ty.shape.last().cloned().unwrap_or_else(|| Dim::lit(1));
         let suggestion = match c.state.flattened.get(&x) {
-            Some(factors) if factors.len() > 1 => factors.iter().map(Dim::to_string).collect::<Vec<_>>().join(" * "),
+            Some(factors) if factors.len() > 1 => factors
+                .iter()
+                .map(Dim::to_string)
+                .collect::<Vec<_>>()
+                .join(" * "),
             _ => got.to_string(),
         };
-        let mut d = Diagnostic::error("E0308", format!("`{}` expects {} input features but receives {got}", self.name, self.in_features))
-            .primary(use_span.clone(), format!("this input has shape {}", fmt_shape(&ty.shape)))
-            .secondary(self.in_span.clone(), format!("`{}` is declared with {} input features here", self.name, self.in_features));
+        let mut d = Diagnostic::error(
+            "E0308",
+            format!(
+                "`{}` expects {} input features but receives {got}",
+                self.name, self.in_features
+            ),
+        )
+        .primary(
+            use_span.clone(),
+            format!("this input has shape {}", fmt_shape(&ty.shape)),
+        )
+        .secondary(
+            self.in_span.clone(),
+            format!(
+                "`{}` is declared with {} input features here",
+                self.name, self.in_features
+            ),
+        );
         if let Some(factors) = c.state.flattened.get(&x) {
-            d = d.note(format!("the last axis was flattened from {}", fmt_shape(factors)));
+            d = d.note(format!(
+                "the last axis was flattened from {}",
+                fmt_shape(factors)
+            ));
         }
         if got.as_const().is_some() {
-            d = d.help(format!("declare the layer with `{suggestion}` input features"));
+            d = d.help(format!(
+                "declare the layer with `{suggestion}` input features"
+            ));
         }
         LibError::Diag(Box::new(d))
     }
@@ -209,7 +297,10 @@ impl Layer for LinearLayer {
     fn apply(&self, c: &mut Ctx, x: NodeId, use_span: &Span) -> LibResult<NodeId> {
         let x = c.float_tensor("x", x)?;
         let shape = c.ty(x).shape.clone();
-        if shape.last().is_none_or(|d| !d.is_const(self.in_features as i64)) {
+        if shape
+            .last()
+            .is_none_or(|d| !d.is_const(self.in_features as i64))
+        {
             return Err(self.mismatch(c, x, use_span));
         }
         // Any rank: fold the leading axes into one matrix dimension.
@@ -218,7 +309,12 @@ impl Layer for LinearLayer {
             x
         } else {
             let n = crate::ir::numel(&rows);
-            c.add(Reshape { shape: vec![n, Dim::from(self.in_features)] }, &[x])?
+            c.add(
+                Reshape {
+                    shape: vec![n, Dim::from(self.in_features)],
+                },
+                &[x],
+            )?
         };
         let y = c.add(MatMul::new(false, true), &[flat, self.weight])?;
         let y = match self.bias {
@@ -251,15 +347,35 @@ impl BatchNormLayer {
         let n = a.positive("num_features")?;
         let momentum = a.float("momentum")?;
         if !(0.0..=1.0).contains(&momentum) {
-            return Err(ArgError::at("momentum", format!("momentum must be in [0, 1], got {momentum}")).into());
+            return Err(ArgError::at(
+                "momentum",
+                format!("momentum must be in [0, 1], got {momentum}"),
+            )
+            .into());
         }
         let affine = a.bool("affine")?;
-        let weight = affine.then(|| c.param(&format!("{prefix}.weight"), &[n], Init::Const(1.0), true));
+        let weight =
+            affine.then(|| c.param(&format!("{prefix}.weight"), &[n], Init::Const(1.0), true));
         let bias = affine.then(|| c.param(&format!("{prefix}.bias"), &[n], Init::Const(0.0), true));
         let running = a.bool("track_running_stats")?.then(|| {
-            let mean = c.param(&format!("{prefix}.running_mean"), &[n], Init::Const(0.0), false);
-            let var = c.param(&format!("{prefix}.running_var"), &[n], Init::Const(1.0), false);
-            let count = c.param_typed(&format!("{prefix}.num_batches_tracked"), TensorType::scalar(DType::I64), Init::Const(0.0), false);
+            let mean = c.param(
+                &format!("{prefix}.running_mean"),
+                &[n],
+                Init::Const(0.0),
+                false,
+            );
+            let var = c.param(
+                &format!("{prefix}.running_var"),
+                &[n],
+                Init::Const(1.0),
+                false,
+            );
+            let count = c.param_typed(
+                &format!("{prefix}.num_batches_tracked"),
+                TensorType::scalar(DType::I64),
+                Init::Const(0.0),
+                false,
+            );
             (mean, var, count)
         });
         Ok(Box::new(BatchNormLayer {
@@ -285,7 +401,10 @@ impl Layer for BatchNormLayer {
                 &self.name,
                 use_span,
                 &self.in_span,
-                format!("`{}` normalises {} channels but receives {channels}", self.name, self.features),
+                format!(
+                    "`{}` normalises {} channels but receives {channels}",
+                    self.name, self.features
+                ),
                 format!("declared with {} features here", self.features),
             ));
         }
@@ -293,13 +412,18 @@ impl Layer for BatchNormLayer {
         let (mean, var) = if batch_stats {
             let mean = c.add(Reduce::new(ReduceKind::Mean, vec![0, 2, 3], true), &[x])?;
             let centered_sq = c.map((arg(0) - arg(1)) * (arg(0) - arg(1)), &[x, mean])?;
-            let var = c.add(Reduce::new(ReduceKind::Mean, vec![0, 2, 3], true), &[centered_sq])?;
+            let var = c.add(
+                Reduce::new(ReduceKind::Mean, vec![0, 2, 3], true),
+                &[centered_sq],
+            )?;
             if let (Some((rm, rv, count)), crate::check::Mode::Train) = (self.running, c.mode) {
                 self.update_running(c, x, mean, var, (rm, rv, count))?;
             }
             (mean, var)
         } else {
-            let (rm, rv, _) = self.running.expect("running statistics exist in evaluation");
+            let (rm, rv, _) = self
+                .running
+                .expect("running statistics exist in evaluation");
             (per_channel(c, rm)?, per_channel(c, rv)?)
         };
         let mut operands = vec![x, mean, var];
@@ -316,17 +440,33 @@ impl Layer for BatchNormLayer {
 impl BatchNormLayer {
     /// PyTorch's update: running = (1 − m)·running + m·batch, with the
     /// unbiased (n / (n − 1)) variance, and the batch counter incremented.
-    fn update_running(&self, c: &mut Ctx, x: NodeId, mean: NodeId, var: NodeId, (rm, rv, count): (NodeId, NodeId, NodeId)) -> LibResult<()> {
+    fn update_running(
+        &self,
+        c: &mut Ctx,
+        x: NodeId,
+        mean: NodeId,
+        var: NodeId,
+        (rm, rv, count): (NodeId, NodeId, NodeId),
+    ) -> LibResult<()> {
         let shape = c.ty(x).shape.clone();
         let n = shape[0].mul(&shape[2]).mul(&shape[3]);
         let m = self.momentum;
-        let flat = |c: &mut Ctx, v: NodeId| c.add(Reshape { shape: vec![Dim::from(self.features)] }, &[v]);
+        let flat = |c: &mut Ctx, v: NodeId| {
+            c.add(
+                Reshape {
+                    shape: vec![Dim::from(self.features)],
+                },
+                &[v],
+            )
+        };
         let (mean, var) = (flat(c, mean)?, flat(c, var)?);
         let new_mean = c.map(lit(1.0 - m) * arg(0) + lit(m) * arg(1), &[rm, mean])?;
         let unbiased = arg(1) * SExpr::Size(n.clone()) / SExpr::Size(n.sub(&Dim::lit(1)));
         let new_var = c.map(lit(1.0 - m) * arg(0) + lit(m) * unbiased, &[rv, var])?;
         let new_count = c.add(Map::new(arg(0) + lit(1.0), DType::I64), &[count])?;
-        c.state.state_updates.extend([(rm, new_mean), (rv, new_var), (count, new_count)]);
+        c.state
+            .state_updates
+            .extend([(rm, new_mean), (rv, new_var), (count, new_count)]);
         Ok(())
     }
 }

@@ -12,7 +12,11 @@ use crate::tensor::DType;
 pub static ALL: &[Function] = &[
     Function {
         name: "cross_entropy",
-        params: &[req("logits", Kind::Tensor), req("target", Kind::Tensor), opt("label_smoothing", Kind::Float, D::Float(0.0))],
+        params: &[
+            req("logits", Kind::Tensor),
+            req("target", Kind::Tensor),
+            opt("label_smoothing", Kind::Float, D::Float(0.0)),
+        ],
         build: |c, a| {
             let logits = c.float_tensor("logits", a.tensor("logits")?)?;
             let logp = log_softmax_classes(c, logits)?;
@@ -35,7 +39,10 @@ pub static ALL: &[Function] = &[
         name: "mse_loss",
         params: &[req("input", Kind::Tensor), req("target", Kind::Tensor)],
         build: |c, a| {
-            let (x, y) = (c.float_tensor("input", a.tensor("input")?)?, c.float_tensor("target", a.tensor("target")?)?);
+            let (x, y) = (
+                c.float_tensor("input", a.tensor("input")?)?,
+                c.float_tensor("target", a.tensor("target")?)?,
+            );
             same_shape(c, x, y)?;
             let sq = c.map((arg(0) - arg(1)) * (arg(0) - arg(1)), &[x, y])?;
             mean_all(c, sq)
@@ -47,7 +54,10 @@ pub static ALL: &[Function] = &[
         name: "binary_cross_entropy_with_logits",
         params: &[req("logits", Kind::Tensor), req("target", Kind::Tensor)],
         build: |c, a| {
-            let (x, y) = (c.float_tensor("logits", a.tensor("logits")?)?, c.float_tensor("target", a.tensor("target")?)?);
+            let (x, y) = (
+                c.float_tensor("logits", a.tensor("logits")?)?,
+                c.float_tensor("target", a.tensor("target")?)?,
+            );
             same_shape(c, x, y)?;
             // max(x, 0) − x·y + log(1 + e^−|x|): never overflows.
             let body = arg(0).max(lit(0.0)) - arg(0) * arg(1) + (-arg(0).abs()).exp().log1p();
@@ -63,7 +73,11 @@ fn same_shape(c: &Ctx, x: NodeId, y: NodeId) -> LibResult<()> {
     if c.ty(x).shape == c.ty(y).shape {
         Ok(())
     } else {
-        Err(ArgError::at("target", format!("target {} does not match the input {}", c.ty(y), c.ty(x))).into())
+        Err(ArgError::at(
+            "target",
+            format!("target {} does not match the input {}", c.ty(y), c.ty(x)),
+        )
+        .into())
     }
 }
 
@@ -72,12 +86,18 @@ fn mean_all(c: &mut Ctx, x: NodeId) -> LibResult<Value> {
     if axes.is_empty() {
         return Ok(Value::Tensor(x));
     }
-    Ok(Value::Tensor(c.add(Reduce::new(ReduceKind::Mean, axes, false), &[x])?))
+    Ok(Value::Tensor(
+        c.add(Reduce::new(ReduceKind::Mean, axes, false), &[x])?,
+    ))
 }
 
 fn log_softmax_classes(c: &mut Ctx, logits: NodeId) -> LibResult<NodeId> {
     if c.ty(logits).rank() < 2 {
-        return Err(ArgError::at("logits", format!("expected logits [N, C, ...], found {}", c.ty(logits))).into());
+        return Err(ArgError::at(
+            "logits",
+            format!("expected logits [N, C, ...], found {}", c.ty(logits)),
+        )
+        .into());
     }
     let m = c.add(Reduce::new(ReduceKind::Max, vec![1], true), &[logits])?;
     let m = c.add(Detach, &[m])?;
@@ -89,9 +109,19 @@ fn log_softmax_classes(c: &mut Ctx, logits: NodeId) -> LibResult<NodeId> {
 
 /// −mean over samples of Σ_c q_c · log p_c, with q the (smoothed) one-hot
 /// target built in place from class indices (never materialised).
-fn classification_loss(c: &mut Ctx, a: &Args, scores: NodeId, logp: NodeId, smoothing: f64) -> LibResult<Value> {
+fn classification_loss(
+    c: &mut Ctx,
+    a: &Args,
+    scores: NodeId,
+    logp: NodeId,
+    smoothing: f64,
+) -> LibResult<Value> {
     if !(0.0..=1.0).contains(&smoothing) {
-        return Err(ArgError::at("label_smoothing", format!("label_smoothing must be in [0, 1], got {smoothing}")).into());
+        return Err(ArgError::at(
+            "label_smoothing",
+            format!("label_smoothing must be in [0, 1], got {smoothing}"),
+        )
+        .into());
     }
     let target = a.tensor("target")?;
     let (lt, tt) = (c.ty(logp).clone(), c.ty(target).clone());
@@ -103,7 +133,14 @@ fn classification_loss(c: &mut Ctx, a: &Args, scores: NodeId, logp: NodeId, smoo
     let mut expected = lt.shape.clone();
     let classes = expected.remove(1);
     if tt.shape != expected {
-        return Err(ArgError::at("target", format!("target {tt} does not fit scores {lt}: expected shape {}", crate::ir::fmt_shape(&expected))).into());
+        return Err(ArgError::at(
+            "target",
+            format!(
+                "target {tt} does not fit scores {lt}: expected shape {}",
+                crate::ir::fmt_shape(&expected)
+            ),
+        )
+        .into());
     }
     let mut kept = tt.shape.clone();
     kept.insert(1, Dim::lit(1));

@@ -16,7 +16,6 @@ use crate::tensor::DType;
 use std::collections::HashMap;
 use std::fmt::Debug;
 
-
 /// Why a library call failed.
 #[derive(Debug)]
 pub enum LibError {
@@ -84,12 +83,33 @@ impl Ctx<'_> {
     /// A parameter or buffer with a PyTorch `state_dict` name.
     pub fn param(&mut self, name: &str, shape: &[usize], init: Init, trainable: bool) -> NodeId {
         let dtype = DType::F32;
-        self.param_typed(name, TensorType::new(dtype, shape.iter().map(|&d| Dim::from(d)).collect()), init, trainable)
+        self.param_typed(
+            name,
+            TensorType::new(dtype, shape.iter().map(|&d| Dim::from(d)).collect()),
+            init,
+            trainable,
+        )
     }
 
-    pub fn param_typed(&mut self, name: &str, ty: TensorType, init: Init, trainable: bool) -> NodeId {
-        let op = ParamOp { name: name.to_string(), ty: ty.clone(), init, trainable };
-        self.g.add_typed(op.into(), &[], ty, Origin::new(name, self.origin.span.clone()))
+    pub fn param_typed(
+        &mut self,
+        name: &str,
+        ty: TensorType,
+        init: Init,
+        trainable: bool,
+    ) -> NodeId {
+        let op = ParamOp {
+            name: name.to_string(),
+            ty: ty.clone(),
+            init,
+            trainable,
+        };
+        self.g.add_typed(
+            op.into(),
+            &[],
+            ty,
+            Origin::new(name, self.origin.span.clone()),
+        )
     }
 
     /// The dropout seed input, created on first use.
@@ -98,8 +118,13 @@ impl Ctx<'_> {
             return s;
         }
         let ty = TensorType::scalar(DType::I64);
-        let op = Input { name: SEED_INPUT.to_string(), ty: ty.clone() };
-        let id = self.g.add_typed(op.into(), &[], ty, Origin::named(SEED_INPUT));
+        let op = Input {
+            name: SEED_INPUT.to_string(),
+            ty: ty.clone(),
+        };
+        let id = self
+            .g
+            .add_typed(op.into(), &[], ty, Origin::named(SEED_INPUT));
         self.g.inputs.push(id);
         self.state.seed = Some(id);
         id
@@ -120,11 +145,21 @@ impl Ctx<'_> {
     /// An axis index, counting from the end when negative.
     pub fn axis(&self, param: &'static str, axis: i64, rank: usize) -> LibResult<usize> {
         let a = if axis < 0 { axis + rank as i64 } else { axis };
-        usize::try_from(a).ok().filter(|&a| a < rank).ok_or_else(|| {
-            ArgError::at(param, format!("axis {axis} is out of range for a tensor of rank {rank}"))
-                .hint(format!("valid axes are {} to {}", -(rank as i64), rank as i64 - 1))
+        usize::try_from(a)
+            .ok()
+            .filter(|&a| a < rank)
+            .ok_or_else(|| {
+                ArgError::at(
+                    param,
+                    format!("axis {axis} is out of range for a tensor of rank {rank}"),
+                )
+                .hint(format!(
+                    "valid axes are {} to {}",
+                    -(rank as i64),
+                    rank as i64 - 1
+                ))
                 .into()
-        })
+            })
     }
 }
 
@@ -173,7 +208,9 @@ pub fn all_layer_types() -> &'static [LayerType] {
 
 /// Every name the library defines, for "did you mean" hints.
 pub fn all_names() -> impl Iterator<Item = &'static str> {
-    all_functions().map(|f| f.name).chain(layers::ALL.iter().map(|l| l.name))
+    all_functions()
+        .map(|f| f.name)
+        .chain(layers::ALL.iter().map(|l| l.name))
 }
 
 /// Other names people reach for, mapped to the parameter netc uses.
