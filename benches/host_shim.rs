@@ -21,15 +21,12 @@ fn inp<T>(v: &[T]) -> HostArg {
 }
 
 fn cache() -> DiskCache {
-    DiskCache::new(
-        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("host-shim-bench-cache"),
-    )
+    DiskCache::new(std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("host-shim-bench-cache"))
 }
 
 fn module(body: &str, sig: netc::device::cpu::HostKernelSig) -> HostModule {
     let source = format!("#include \"netc.cuh\"\n{body}");
-    HostModule::compile(&source, &[("netc.cuh", NETC_CUH)], &[sig], Some(&cache()))
-        .unwrap_or_else(|e| panic!("{e}"))
+    HostModule::compile(&source, &[("netc.cuh", NETC_CUH)], &[sig], Some(&cache())).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn max_error(got: &[f32], want: &[f32]) -> f32 {
@@ -52,20 +49,14 @@ fn kernels(c: &mut Criterion) {
     let grid = [(size / 16) as u32, (size / 16) as u32, 1];
     let dims = HostArg::I32(size as i32);
     let run_mm = |c_out: &mut [f32]| unsafe {
-        mm.launch(
-            0,
-            grid,
-            [16, 16, 1],
-            &[out(c_out), inp(&a), inp(&b), dims, dims, dims],
-        )
-        .unwrap()
+        mm.launch(0, grid, [16, 16, 1], &[out(c_out), inp(&a), inp(&b), dims, dims, dims])
+            .unwrap()
     };
     run_mm(&mut c_out);
     assert!(max_error(&c_out, &matmul_ref(&a, &b, size, size, size)) < 1e-5);
-    g.bench_function(
-        format!("matmul 256^3 cooperative, {threads} threads"),
-        |bench| bench.iter(|| run_mm(&mut c_out)),
-    );
+    g.bench_function(format!("matmul 256^3 cooperative, {threads} threads"), |bench| {
+        bench.iter(|| run_mm(&mut c_out))
+    });
 
     let sm = module(SOFTMAX, softmax_sig());
     let (rows, cols) = (256usize, 1000usize);
@@ -82,10 +73,9 @@ fn kernels(c: &mut Criterion) {
     };
     run_sm(&mut y);
     assert!(max_error(&y, &softmax_ref(&x, cols)) < 1e-5);
-    g.bench_function(
-        format!("softmax 256x1000 shuffles, {threads} threads"),
-        |bench| bench.iter(|| run_sm(&mut y)),
-    );
+    g.bench_function(format!("softmax 256x1000 shuffles, {threads} threads"), |bench| {
+        bench.iter(|| run_sm(&mut y))
+    });
 
     let ew = module(ELEMENTWISE, elementwise_sig());
     let n = 10_000_000usize;
@@ -97,22 +87,15 @@ fn kernels(c: &mut Criterion) {
             0,
             [n.div_ceil(256) as u32, 1, 1],
             [256, 1, 1],
-            &[
-                out(y),
-                inp(&x),
-                inp(&labels),
-                HostArg::I32(n as i32),
-                HostArg::F32(1.5),
-            ],
+            &[out(y), inp(&x), inp(&labels), HostArg::I32(n as i32), HostArg::F32(1.5)],
         )
         .unwrap()
     };
     run_ew(&mut y, n);
     assert!(max_error(&y, &elementwise_ref(&x, &labels, 1.5)) < 1e-6);
-    g.bench_function(
-        format!("elementwise 10M barrier-free, {threads} threads"),
-        |bench| bench.iter(|| run_ew(&mut y, n)),
-    );
+    g.bench_function(format!("elementwise 10M barrier-free, {threads} threads"), |bench| {
+        bench.iter(|| run_ew(&mut y, n))
+    });
     // The same computation as a plain Rust loop on one thread, for scale.
     g.bench_function("elementwise 10M, plain Rust loop, 1 thread", |bench| {
         bench.iter(|| elementwise_ref(&x, &labels, 1.5))

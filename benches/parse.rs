@@ -22,9 +22,7 @@ fn generated_model(layers: usize) -> String {
 fn parse_generated(c: &mut Criterion) {
     let file = SourceFile::new("deep.net", generated_model(2_000));
     assert!(parse(&file).is_ok(), "the generated model parses");
-    c.bench_function("parse a 2,000-layer model", |b| {
-        b.iter(|| parse(black_box(&file)))
-    });
+    c.bench_function("parse a 2,000-layer model", |b| b.iter(|| parse(black_box(&file))));
 }
 
 criterion_group!(benches, parse_generated);

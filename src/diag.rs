@@ -86,10 +86,7 @@ impl Diagnostic {
 
     /// Where the main problem is, for messages that do not render spans.
     pub fn primary_span(&self) -> Option<Span> {
-        self.labels
-            .iter()
-            .find(|l| l.primary)
-            .map(|l| l.span.clone())
+        self.labels.iter().find(|l| l.primary).map(|l| l.span.clone())
     }
 }
 
@@ -170,10 +167,7 @@ fn to_codespan(d: &Diagnostic, len: usize) -> CsDiagnostic<()> {
 }
 
 /// Closest candidate by edit distance, for "did you mean" hints.
-pub fn did_you_mean<'a>(
-    name: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
+pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let limit = (name.chars().count() / 3).max(1);
     candidates
         .into_iter()
@@ -198,9 +192,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
+            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 best = best.min(d[i - 2][j - 2] + 1);
             }

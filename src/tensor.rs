@@ -61,11 +61,7 @@ pub struct Tensor {
 
 impl Tensor {
     pub fn f32(shape: Vec<usize>, data: Vec<f32>) -> Tensor {
-        assert_eq!(
-            shape.iter().product::<usize>(),
-            data.len(),
-            "shape does not match data"
-        );
+        assert_eq!(shape.iter().product::<usize>(), data.len(), "shape does not match data");
         Tensor {
             shape,
             data: Data::F32(data),
@@ -73,11 +69,7 @@ impl Tensor {
     }
 
     pub fn f64(shape: Vec<usize>, data: Vec<f64>) -> Tensor {
-        assert_eq!(
-            shape.iter().product::<usize>(),
-            data.len(),
-            "shape does not match data"
-        );
+        assert_eq!(shape.iter().product::<usize>(), data.len(), "shape does not match data");
         Tensor {
             shape,
             data: Data::F64(data),
@@ -85,11 +77,7 @@ impl Tensor {
     }
 
     pub fn i64(shape: Vec<usize>, data: Vec<i64>) -> Tensor {
-        assert_eq!(
-            shape.iter().product::<usize>(),
-            data.len(),
-            "shape does not match data"
-        );
+        assert_eq!(shape.iter().product::<usize>(), data.len(), "shape does not match data");
         Tensor {
             shape,
             data: Data::I64(data),

@@ -4,8 +4,8 @@
 
 use flate2::{write::GzEncoder, Compression};
 use netc::data::{
-    self, Columns, CsvHeader, CsvSpec, DataError, DataSpec, Dataset, Field, Holdout, Loader,
-    LoaderConfig, LoaderState, Normalize, Rng, Source,
+    self, Columns, CsvHeader, CsvSpec, DataError, DataSpec, Dataset, Field, Holdout, Loader, LoaderConfig, LoaderState,
+    Normalize, Rng, Source,
 };
 use netc::tensor::{DType, Data, Tensor};
 use std::io::Write;
@@ -81,10 +81,7 @@ fn tiny_idx(dir: &Scratch, gzipped: bool) -> (PathBuf, PathBuf) {
             dir.write("labels.bin", &gz(&labels)),
         )
     } else {
-        (
-            dir.write("imgs.idx3", &images),
-            dir.write("labels.idx1", &labels),
-        )
+        (dir.write("imgs.idx3", &images), dir.write("labels.idx1", &labels))
     }
 }
 
@@ -120,7 +117,10 @@ fn idx_corruption_is_reported_per_file() {
 
     let short = dir.write("short.idx3", &idx(&[3, 2, 2], &[0; 10]));
     let msg = open_err(&spec(&short, &labels));
-    assert!(msg.contains("short.idx3: truncated: the header's dimensions [3, 2, 2] need 12 bytes of data, found 10"), "{msg}");
+    assert!(
+        msg.contains("short.idx3: truncated: the header's dimensions [3, 2, 2] need 12 bytes of data, found 10"),
+        "{msg}"
+    );
 
     let header_only = dir.write("header.idx3", &idx(&[3, 2, 2], &[])[..9]);
     assert!(open_err(&spec(&header_only, &labels)).contains("expected 16 bytes of IDX header"));
@@ -133,10 +133,7 @@ fn idx_corruption_is_reported_per_file() {
     let full = gz(&std::fs::read(&images).unwrap());
     let cut = dir.write("cut.gz", &full[..full.len() / 2]);
     let msg = open_err(&spec(&cut, &labels));
-    assert!(
-        msg.contains("cut.gz: gzip data is corrupt or truncated"),
-        "{msg}"
-    );
+    assert!(msg.contains("cut.gz: gzip data is corrupt or truncated"), "{msg}");
 
     let two = dir.write("two.idx1", &idx(&[2], &[0, 1]));
     let msg = open_err(&spec(&images, &two));
@@ -232,11 +229,7 @@ fn npy_sets_keep_dtypes_and_check_lengths() {
     let y = dir.0.join("y.npy");
     let short = dir.0.join("short.npy");
     let scalar = dir.0.join("scalar.npy");
-    netc::io::write_npy(
-        &x,
-        &Tensor::f64(vec![4, 2], (0..8).map(f64::from).collect()),
-    )
-    .unwrap();
+    netc::io::write_npy(&x, &Tensor::f64(vec![4, 2], (0..8).map(f64::from).collect())).unwrap();
     netc::io::write_npy(&y, &Tensor::i64(vec![4], vec![1, 0, 1, 1])).unwrap();
     netc::io::write_npy(&short, &Tensor::i64(vec![3], vec![1, 0, 1])).unwrap();
     netc::io::write_npy(&scalar, &Tensor::f32(vec![], vec![1.0])).unwrap();
@@ -268,8 +261,7 @@ fn csv_maps_columns_to_fields() {
     let spec = CsvSpec::new(&path)
         .field("label", Columns::One(0), DType::I64)
         .field_shaped("image", Columns::Rest, DType::F32, vec![1, 2, 2]);
-    let ds =
-        data::open(&DataSpec::csv(spec.clone()).normalize("image", Normalize::Scale(0.5))).unwrap();
+    let ds = data::open(&DataSpec::csv(spec.clone()).normalize("image", Normalize::Scale(0.5))).unwrap();
     assert_eq!(i64s(ds.field("label").unwrap()), [3, 7]);
     let image = ds.field("image").unwrap();
     assert_eq!(image.shape, [2, 1, 2, 2]);
@@ -292,18 +284,8 @@ fn csv_maps_columns_to_fields() {
         header,
         ..CsvSpec::new(&numeric_header).field("a", Columns::Rest, DType::F32)
     };
-    assert_eq!(
-        data::open(&DataSpec::csv(spec(CsvHeader::Auto)))
-            .unwrap()
-            .len(),
-        2
-    );
-    assert_eq!(
-        data::open(&DataSpec::csv(spec(CsvHeader::Present)))
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(data::open(&DataSpec::csv(spec(CsvHeader::Auto))).unwrap().len(), 2);
+    assert_eq!(data::open(&DataSpec::csv(spec(CsvHeader::Present))).unwrap().len(), 1);
 }
 
 #[test]
@@ -317,14 +299,8 @@ fn csv_errors_give_line_and_column() {
         )
     };
     let cases: [(&str, &str); 5] = [
-        (
-            "y,a,b\n1,2,3\n1,2,x7\n",
-            "line 3, column 3: `x7` is not a number",
-        ),
-        (
-            "y,a,b\n1,2,3\n\n1,2\n",
-            "line 4, column 3: 2 cells, but line 1 has 3",
-        ),
+        ("y,a,b\n1,2,3\n1,2,x7\n", "line 3, column 3: `x7` is not a number"),
+        ("y,a,b\n1,2,3\n\n1,2\n", "line 4, column 3: 2 cells, but line 1 has 3"),
         (
             "1,2,3\n2.5,1,1\n",
             "line 2, column 1: `2.5` is not a whole number, and field `y` is integer",
@@ -335,18 +311,13 @@ fn csv_errors_give_line_and_column() {
     for (i, (text, expected)) in cases.iter().enumerate() {
         let path = dir.write(&format!("case{i}.csv"), text.as_bytes());
         let msg = open_err(&spec(&path));
-        assert!(
-            msg.contains(&format!("case{i}.csv")) && msg.contains(expected),
-            "{msg}"
-        );
+        assert!(msg.contains(&format!("case{i}.csv")) && msg.contains(expected), "{msg}");
     }
     let path = dir.write("ok.csv", b"1,2,3\n");
     let bad_shape = CsvSpec::new(&path).field_shaped("x", Columns::Rest, DType::F32, vec![2, 2]);
     assert!(open_err(&DataSpec::csv(bad_shape)).contains("cannot be shaped [2, 2]"));
     let bad_col = CsvSpec::new(&path).field("x", Columns::One(-4), DType::F32);
-    assert!(
-        open_err(&DataSpec::csv(bad_col)).contains("wants column -4, but the file has 3 columns")
-    );
+    assert!(open_err(&DataSpec::csv(bad_col)).contains("wants column -4, but the file has 3 columns"));
     let two_rests = CsvSpec::new(&path)
         .field("a", Columns::Rest, DType::F32)
         .field("b", Columns::Rest, DType::F32);
@@ -382,18 +353,15 @@ fn normalisation_is_per_channel_like_torchvision() {
     assert_eq!(v[3072 + 1024 + 9], expect(255, 1));
     assert_eq!(v[3072 + 2048], expect(102, 2));
 
-    let err = |how: Normalize, field: &str| {
-        open_err(&DataSpec::cifar10("image", "label", [&path]).normalize(field, how))
-    };
+    let err =
+        |how: Normalize, field: &str| open_err(&DataSpec::cifar10("image", "label", [&path]).normalize(field, how));
     let two = Normalize::MeanStd {
         mean: vec![0.0, 0.0],
         std: vec![1.0, 1.0],
     };
-    assert!(err(two, "image")
-        .contains("2 channel values, but the field's shape [2, 3, 32, 32] has 3 channels"));
+    assert!(err(two, "image").contains("2 channel values, but the field's shape [2, 3, 32, 32] has 3 channels"));
     assert!(err(Normalize::Scale(2.0), "label").contains("is i64"));
-    assert!(err(Normalize::Scale(2.0), "pixels")
-        .contains("no field `pixels` (the data has image, label)"));
+    assert!(err(Normalize::Scale(2.0), "pixels").contains("no field `pixels` (the data has image, label)"));
     assert!(err(Normalize::Scale(0.0), "image").contains("zero"));
 }
 
@@ -411,11 +379,8 @@ fn parse_cli_covers_each_format() {
     assert!(matches!(spec.source, Source::Idx(ref f) if f.len() == 2));
     let spec = DataSpec::parse_cli("cifar10:b1.bin,b2.bin,b3.bin", &["image", "label"]).unwrap();
     assert!(matches!(spec.source, Source::Cifar10 { ref files, .. } if files.len() == 3));
-    let spec =
-        DataSpec::parse_cli("csv:m.csv,label=-1,header=no,shape=1x28x28", &["x", "y"]).unwrap();
-    let Source::Csv(csv) = spec.source else {
-        panic!()
-    };
+    let spec = DataSpec::parse_cli("csv:m.csv,label=-1,header=no,shape=1x28x28", &["x", "y"]).unwrap();
+    let Source::Csv(csv) = spec.source else { panic!() };
     assert_eq!(csv.header, CsvHeader::Absent);
     assert_eq!(csv.fields[0].shape, Some(vec![1, 28, 28]));
     assert_eq!(csv.fields[1].columns, Columns::One(-1));
@@ -424,11 +389,7 @@ fn parse_cli_covers_each_format() {
     for (text, names, expected) in [
         ("x.npy,y.npy", &["a", "b"][..], "expected FORMAT:FILES"),
         ("hdf5:x.h5", &["a"][..], "unknown format `hdf5`"),
-        (
-            "npy:x.npy",
-            &["a", "b"][..],
-            "1 file(s) for 2 field(s) (a, b)",
-        ),
+        ("npy:x.npy", &["a", "b"][..], "1 file(s) for 2 field(s) (a, b)"),
         ("cifar10:b.bin", &["a"][..], "two fields"),
         ("csv:m.csv,label=x", &["a", "b"][..], "label=x"),
         ("csv:m.csv,other.csv", &["a", "b"][..], "csv takes one file"),
@@ -473,10 +434,7 @@ fn dataset_checks_fields_and_splits() {
     assert_eq!((head.len(), tail.len()), (10, 0));
 
     let gathered = ds.gather(&[4, 1]);
-    assert_eq!(
-        gathered[0],
-        Tensor::f32(vec![2, 2], vec![4.0, -4.0, 1.0, -1.0])
-    );
+    assert_eq!(gathered[0], Tensor::f32(vec![2, 2], vec![4.0, -4.0, 1.0, -1.0]));
 
     let field = |name: &str, t: Tensor| Field {
         name: name.to_string(),
@@ -506,10 +464,7 @@ fn epoch_of(loader: &mut Loader) -> Vec<netc::data::Batch> {
 }
 
 fn labels(batches: &[netc::data::Batch]) -> Vec<i64> {
-    batches
-        .iter()
-        .flat_map(|b| i64s(&b.fields[1]).to_vec())
-        .collect()
+    batches.iter().flat_map(|b| i64s(&b.fields[1]).to_vec()).collect()
 }
 
 #[test]
@@ -536,11 +491,7 @@ fn training_batches_are_full_shuffled_permutations() {
     assert_eq!(seen.len(), 20, "no sample twice in an epoch");
     assert_eq!(loader.epoch(), 1);
     let second = epoch_of(&mut loader);
-    assert_ne!(
-        labels(&first),
-        labels(&second),
-        "each epoch has its own order"
-    );
+    assert_ne!(labels(&first), labels(&second), "each epoch has its own order");
 
     let mut again = Loader::new(ds.clone(), LoaderConfig::train(5, 7)).unwrap();
     assert_eq!(epoch_of(&mut again), first, "same seed, same batches");
@@ -569,14 +520,8 @@ fn eval_and_whole_set_modes_keep_order() {
     }
 
     assert!(Loader::new(ds.clone(), LoaderConfig::train(0, 1)).is_err());
-    let msg = Loader::new(ds, LoaderConfig::train(8, 1))
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        msg.contains("7 samples, fewer than one batch of 8"),
-        "{msg}"
-    );
+    let msg = Loader::new(ds, LoaderConfig::train(8, 1)).err().unwrap().to_string();
+    assert!(msg.contains("7 samples, fewer than one batch of 8"), "{msg}");
 }
 
 #[test]
@@ -621,9 +566,7 @@ fn restoring_a_saved_state_resumes_exactly() {
         )
         .unwrap();
         resumed.next_batch();
-        resumed
-            .restore(LoaderState::from_bytes(&saved).unwrap())
-            .unwrap();
+        resumed.restore(LoaderState::from_bytes(&saved).unwrap()).unwrap();
         assert_eq!((resumed.epoch(), resumed.state().step), (1, 2));
         let replay: Vec<_> = (0..20).filter_map(|_| resumed.next_batch()).collect();
         assert_eq!(replay, rest, "prefetch {prefetch}");
@@ -637,20 +580,11 @@ fn mismatched_or_corrupt_states_are_refused() {
     let state = loader.state();
     assert_eq!(LoaderState::from_u64s(state.to_u64s()).unwrap(), state);
 
-    let other = Loader::new(ds.clone(), LoaderConfig::train(5, 1))
-        .unwrap()
-        .state();
+    let other = Loader::new(ds.clone(), LoaderConfig::train(5, 1)).unwrap().state();
     let msg = loader.restore(other).unwrap_err().to_string();
-    assert!(
-        msg.contains("saved with batch 5, but this loader has 4"),
-        "{msg}"
-    );
+    assert!(msg.contains("saved with batch 5, but this loader has 4"), "{msg}");
     let eval = Loader::new(ds, LoaderConfig::eval(4)).unwrap().state();
-    assert!(loader
-        .restore(eval)
-        .unwrap_err()
-        .to_string()
-        .contains("shuffle"));
+    assert!(loader.restore(eval).unwrap_err().to_string().contains("shuffle"));
     let past = LoaderState { step: 8, ..state };
     assert!(loader
         .restore(past)
@@ -723,9 +657,7 @@ fn shuffles_are_uniform_over_permutations() {
 }
 
 fn shipped(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples/data")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data").join(name)
 }
 
 #[test]
@@ -744,9 +676,7 @@ fn the_shipped_mnist_subset_is_intact() {
                 file.display()
             );
         }
-        let ds =
-            data::open(&DataSpec::idx([("image", images), ("label", labels)]).classes("label", 10))
-                .unwrap();
+        let ds = data::open(&DataSpec::idx([("image", images), ("label", labels)]).classes("label", 10)).unwrap();
         assert_eq!(ds.len(), n);
         assert_eq!(ds.field("image").unwrap().shape, [n, 1, 28, 28]);
         let mut per_class = [0usize; 10];

@@ -47,12 +47,7 @@ fn check_example(name: &str, mode: Mode, seed: u64) {
     if let Some(loss) = model.loss {
         graph.outputs.push(("loss".into(), loss));
     }
-    check_against_reference(
-        &format!("{name} ({mode:?}, B = {batch})"),
-        &graph,
-        &values,
-        1e-5,
-    );
+    check_against_reference(&format!("{name} ({mode:?}, B = {batch})"), &graph, &values, 1e-5);
 }
 
 #[test]

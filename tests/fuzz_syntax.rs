@@ -98,15 +98,8 @@ fn check(src: &str) -> Result<(), TestCaseError> {
         prop_assert!(d.primary_span().is_some(), "{d:?}");
         for label in &d.labels {
             let s = &label.span;
-            prop_assert!(
-                s.start <= s.end && s.end <= src.len(),
-                "{d:?} out of 0..{}",
-                src.len()
-            );
-            prop_assert!(
-                src.is_char_boundary(s.start) && src.is_char_boundary(s.end),
-                "{d:?}"
-            );
+            prop_assert!(s.start <= s.end && s.end <= src.len(), "{d:?} out of 0..{}", src.len());
+            prop_assert!(src.is_char_boundary(s.start) && src.is_char_boundary(s.end), "{d:?}");
         }
     }
     prop_assert!(!file.render(&diags, false).is_empty());
@@ -118,8 +111,7 @@ fn soup() -> impl Strategy<Value = String> {
         prop::sample::select(FRAGMENTS),
         prop::sample::select(&[" ", "", "\n"][..]),
     );
-    prop::collection::vec(piece, 0..160)
-        .prop_map(|pieces| pieces.into_iter().flat_map(|(f, sep)| [f, sep]).collect())
+    prop::collection::vec(piece, 0..160).prop_map(|pieces| pieces.into_iter().flat_map(|(f, sep)| [f, sep]).collect())
 }
 
 #[derive(Clone, Debug)]
@@ -132,8 +124,7 @@ enum Edit {
 fn edit() -> impl Strategy<Value = Edit> {
     let chars = prop::sample::select(
         &[
-            '(', ')', '{', '}', '[', ']', ',', ':', '=', '"', '\n', ' ', '-', '|', '>', 'x', '1',
-            '.', '#', 'é',
+            '(', ')', '{', '}', '[', ']', ',', ':', '=', '"', '\n', ' ', '-', '|', '>', 'x', '1', '.', '#', 'é',
         ][..],
     );
     prop_oneof![
@@ -214,14 +205,8 @@ fn deep_nesting_is_rejected_quickly() {
     let model = |body: String| format!("model m {{\n    x = {body}\n}}\n");
     let cases = [
         ("parentheses", model(format!("{}1", "(".repeat(n)))),
-        (
-            "brackets",
-            model(format!("{}1{}", "[".repeat(n), "]".repeat(n))),
-        ),
-        (
-            "calls",
-            model(format!("{}1{}", "f(".repeat(n), ")".repeat(n))),
-        ),
+        ("brackets", model(format!("{}1{}", "[".repeat(n), "]".repeat(n)))),
+        ("calls", model(format!("{}1{}", "f(".repeat(n), ")".repeat(n)))),
         (
             "balanced parentheses",
             model(format!("{}1{}", "(".repeat(n), ")".repeat(n))),
@@ -230,10 +215,7 @@ fn deep_nesting_is_rejected_quickly() {
         ("negations", model(format!("{}1", "- ".repeat(n)))),
         ("sums", model(format!("1{}", " + 1".repeat(n)))),
         ("pipes", model(format!("x{}", " |> f".repeat(n)))),
-        (
-            "pipes over lines",
-            model(format!("x{}", "\n    |> f".repeat(n))),
-        ),
+        ("pipes over lines", model(format!("x{}", "\n    |> f".repeat(n)))),
     ];
     for (name, src) in cases {
         let codes = parse_hostile(name, src);
@@ -249,10 +231,7 @@ fn long_and_odd_inputs_are_handled_quickly() {
     assert!(parse_hostile("a long name", long_name).is_empty());
     let long_string = model(format!("\"{}\"", "s".repeat(n)));
     assert!(parse_hostile("a long string", long_string).is_empty());
-    assert_eq!(
-        parse_hostile("a long number", model("9".repeat(n))),
-        ["E0007"]
-    );
+    assert_eq!(parse_hostile("a long number", model("9".repeat(n))), ["E0007"]);
     assert_eq!(parse_hostile("NULs", "\0".repeat(n)), ["E0002"]);
     // Recovery drops these one by one, each time looking for a state to
     // resume from: it must not be quadratic.
@@ -302,8 +281,7 @@ fn single_edits_cause_few_diagnostics() {
                 Some(c) => edited.insert(i, c),
             }
             let src: String = edited.into_iter().collect();
-            let n =
-                parse(&SourceFile::new("edit.net", src.as_str())).map_or_else(|d| d.len(), |_| 0);
+            let n = parse(&SourceFile::new("edit.net", src.as_str())).map_or_else(|d| d.len(), |_| 0);
             counts.push((n, src));
         }
     }

@@ -14,15 +14,12 @@ use std::sync::OnceLock;
 /// Kept across runs under target/, so the runtime object is built once.
 fn cache() -> &'static DiskCache {
     static CACHE: OnceLock<DiskCache> = OnceLock::new();
-    CACHE.get_or_init(|| {
-        DiskCache::new(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("host-shim-cache"))
-    })
+    CACHE.get_or_init(|| DiskCache::new(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("host-shim-cache")))
 }
 
 /// A fresh folder for one test.
 fn temp_dir(label: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("host-shim-{label}-{}", std::process::id()));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("host-shim-{label}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
@@ -161,11 +158,7 @@ fn three_dimensional_grids_and_blocks() {
         ],
     );
     // Large enough for the thread pool, odd sizes in every dimension.
-    for (grid, block) in [
-        ([40, 9, 10], [8, 4, 3]),
-        ([3, 5, 7], [5, 3, 2]),
-        ([1, 1, 1], [1, 1, 1]),
-    ] {
+    for (grid, block) in [([40, 9, 10], [8, 4, 3]), ([3, 5, 7], [5, 3, 2]), ([1, 1, 1], [1, 1, 1])] {
         let total = (grid.iter().product::<u32>() * block.iter().product::<u32>()) as usize;
         let mut a = vec![-7; total * 8];
         unsafe { m.launch(0, grid, block, &[out(&mut a)]) }.unwrap();
@@ -201,12 +194,7 @@ fn tiled_matmul_with_shared_memory_and_barriers() {
             )
         }
         .unwrap();
-        assert_close(
-            &c,
-            &matmul_ref(&a, &b, m, k, n),
-            1e-5,
-            &format!("matmul {m}x{k}x{n}"),
-        );
+        assert_close(&c, &matmul_ref(&a, &b, m, k, n), 1e-5, &format!("matmul {m}x{k}x{n}"));
     }
 }
 
@@ -226,12 +214,7 @@ fn row_softmax_with_shuffles_and_shared_memory() {
             )
         }
         .unwrap();
-        assert_close(
-            &y,
-            &softmax_ref(&x, cols),
-            1e-5,
-            &format!("softmax, {threads} threads"),
-        );
+        assert_close(&y, &softmax_ref(&x, cols), 1e-5, &format!("softmax, {threads} threads"));
     }
 }
 
@@ -356,10 +339,7 @@ extern "C" __global__ void __launch_bounds__(256) block_then_atomic(float* total
     assert_eq!(hist, want_hist);
     let want: f64 = x.iter().map(|&v| f64::from(v)).sum();
     let abs_sum: f64 = x.iter().map(|&v| f64::from(v.abs())).sum();
-    assert!(
-        (dsum - want).abs() < 1e-9 * abs_sum,
-        "double sum {dsum} vs {want}"
-    );
+    assert!((dsum - want).abs() < 1e-9 * abs_sum, "double sum {dsum} vs {want}");
     // f32 accumulation in any order: error bounded by n·ε·Σ|x|.
     assert!(
         (f64::from(fsum) - want).abs() < 1e-3 * abs_sum,
@@ -524,11 +504,7 @@ extern "C" __global__ void shuffles(float* f, int* iv, double* dv) {
             v(base + (l ^ 5)),
             v(base + 3),
             v(base + seg8 + 3),
-            if (l ^ 12) <= seg8 + 7 {
-                v(base + (l ^ 12))
-            } else {
-                v(t)
-            },
+            if (l ^ 12) <= seg8 + 7 { v(base + (l ^ 12)) } else { v(t) },
             if l % 16 + 3 < 16 { v(t + 3) } else { v(t) },
             if l >= 1 { v(t - 1) } else { v(t) },
         ];
@@ -577,10 +553,7 @@ extern "C" __global__ void neighbours(int* out) {
             let t = i % threads;
             let first = t - t % width;
             let want: usize = (first + 1..=first + width).sum();
-            assert_eq!(
-                got, want as f32,
-                "{threads} threads, width {width}, thread {t}"
-            );
+            assert_eq!(got, want as f32, "{threads} threads, width {width}, thread {t}");
         }
     }
     let mut n = vec![0i32; 64];
@@ -634,14 +607,8 @@ fn deadlocks_and_misuse_are_errors_not_hangs() {
     let m = compile(MISUSE, &sigs);
     let (blocks, threads) = (64usize, 256usize);
     let mut buf = vec![0i32; blocks * threads];
-    let run = |k: usize, buf: &mut [i32]| unsafe {
-        m.launch(
-            k,
-            [blocks as u32, 1, 1],
-            [threads as u32, 1, 1],
-            &[out(buf)],
-        )
-    };
+    let run =
+        |k: usize, buf: &mut [i32]| unsafe { m.launch(k, [blocks as u32, 1, 1], [threads as u32, 1, 1], &[out(buf)]) };
     match run(0, &mut buf) {
         Err(HostError::Deadlock { kernel, detail }) => {
             assert_eq!(kernel, "divergent_barrier");
@@ -787,10 +754,7 @@ fn double_math_builtins_match_rust() {
         ("cos(b)", |_, b| b.cos()),
         ("fmax(a, b)", |a, b| a.max(b)),
         ("fmin(a, b)", |a, b| a.min(b)),
-        (
-            "fmax(__longlong_as_double(0x7ff8000000000000LL), a)",
-            |a, _| a,
-        ),
+        ("fmax(__longlong_as_double(0x7ff8000000000000LL), a)", |a, _| a),
         ("min(a, b)", |a, b| a.min(b)),
         ("max(a, b)", |a, b| a.max(b)),
     ];
@@ -814,10 +778,7 @@ fn double_math_builtins_match_rust() {
         )],
     );
     let n = 500;
-    let x: Vec<f64> = values(n, 8)
-        .iter()
-        .map(|&v| 1.55 + 1.5 * f64::from(v))
-        .collect();
+    let x: Vec<f64> = values(n, 8).iter().map(|&v| 1.55 + 1.5 * f64::from(v)).collect();
     let mut y = vec![f64::NAN; n * cases.len()];
     unsafe {
         m.launch(
@@ -868,10 +829,7 @@ fn integer_builtins_overloads_and_bit_casts() {
         ("__double_as_longlong(1.0)", 0x3ff0_0000_0000_0000),
         ("(long long)(__int_as_float(0x40000000) * 10)", 20),
         ("(long long)(__uint_as_float(0x3f000000u) * 10)", 5),
-        (
-            "(long long)(__longlong_as_double(0x4000000000000000LL) * 10)",
-            20,
-        ),
+        ("(long long)(__longlong_as_double(0x4000000000000000LL) * 10)", 20),
         ("(long long)(max(1.5f, 2.5) * 10)", 25),
         ("(long long)(min(2.5, 1.5f) * 10)", 15),
         ("0xffffffffu * two", 0xffff_fffe),
@@ -953,8 +911,7 @@ extern "C" __global__ void read_calls(int* count) { *count = atomicExch(&calls, 
     let mut y = vec![f32::NAN; n];
     let mut count = -1i32;
     unsafe {
-        m.launch(0, [2, 1, 1], [32, 1, 1], &[out(&mut y), inp(&x)])
-            .unwrap();
+        m.launch(0, [2, 1, 1], [32, 1, 1], &[out(&mut y), inp(&x)]).unwrap();
         m.launch(
             1,
             [1, 1, 1],
@@ -1011,9 +968,7 @@ fn a_signature_that_disagrees_with_the_kernel_does_not_compile() {
     ] {
         match try_compile(body, &[sig("scale", params, false)]) {
             Err(HostError::Compile {
-                log_head,
-                source_path,
-                ..
+                log_head, source_path, ..
             }) => {
                 assert!(log_head.contains("parameters differ"), "{why}: {log_head}");
                 if let Some(dir) = source_path.parent() {
@@ -1031,39 +986,23 @@ fn bad_launches_are_refused() {
     let mut y = vec![0f32; 4];
     let x = vec![0f32; 4];
     let l = vec![0i64; 4];
-    let good = [
-        out(&mut y),
-        inp(&x),
-        inp(&l),
-        HostArg::I32(4),
-        HostArg::F32(1.0),
-    ];
-    let launch =
-        |index, grid, block, args: &[HostArg]| unsafe { m.launch(index, grid, block, args) };
+    let good = [out(&mut y), inp(&x), inp(&l), HostArg::I32(4), HostArg::F32(1.0)];
+    let launch = |index, grid, block, args: &[HostArg]| unsafe { m.launch(index, grid, block, args) };
     let refused = |r: Result<(), HostError>, what: &str| match r {
         Err(HostError::BadLaunch { reason, .. }) => reason,
         other => panic!("{what}: expected a refusal, got {other:?}"),
     };
-    refused(
-        launch(0, [1, 1, 1], [4, 1, 1], &good[..4]),
-        "too few arguments",
-    );
+    refused(launch(0, [1, 1, 1], [4, 1, 1], &good[..4]), "too few arguments");
     let mut wrong = good;
     wrong[3] = HostArg::F32(4.0);
     let reason = refused(launch(0, [1, 1, 1], [4, 1, 1], &wrong), "float for int");
     assert!(reason.contains("argument 3"), "{reason}");
     wrong = good;
     wrong[0] = HostArg::I64(0);
-    refused(
-        launch(0, [1, 1, 1], [4, 1, 1], &wrong),
-        "scalar for pointer",
-    );
+    refused(launch(0, [1, 1, 1], [4, 1, 1], &wrong), "scalar for pointer");
     refused(launch(1, [1, 1, 1], [4, 1, 1], &good), "no such kernel");
     refused(launch(0, [0, 1, 1], [4, 1, 1], &good), "empty grid");
-    let reason = refused(
-        launch(0, [1, 1, 1], [512, 1, 1], &good),
-        "over the launch bounds",
-    );
+    let reason = refused(launch(0, [1, 1, 1], [512, 1, 1], &good), "over the launch bounds");
     assert!(reason.contains("__launch_bounds__"), "{reason}");
     launch(0, [1, 1, 1], [4, 1, 1], &good).unwrap();
     assert_eq!(y, [1.0; 4]);
@@ -1108,13 +1047,7 @@ fn the_cache_hits_and_rebuilds_corrupt_entries() {
                 0,
                 [4, 1, 1],
                 [256, 1, 1],
-                &[
-                    out(&mut y),
-                    inp(&x),
-                    inp(&l),
-                    HostArg::I32(1000),
-                    HostArg::F32(2.0),
-                ],
+                &[out(&mut y), inp(&x), inp(&l), HostArg::I32(1000), HostArg::F32(2.0)],
             )
         }
         .unwrap();
@@ -1143,13 +1076,7 @@ fn the_cache_hits_and_rebuilds_corrupt_entries() {
 fn no_cache_compiles_afresh_every_time() {
     let source = format!("#include \"netc.cuh\"\n{ELEMENTWISE}");
     for _ in 0..2 {
-        let m = HostModule::compile(
-            &source,
-            &[("netc.cuh", NETC_CUH)],
-            &[elementwise_sig()],
-            None,
-        )
-        .unwrap();
+        let m = HostModule::compile(&source, &[("netc.cuh", NETC_CUH)], &[elementwise_sig()], None).unwrap();
         assert!(!m.cache_hit());
         assert!(!m.path().starts_with(cache().dir()));
         let mut y = vec![0f32; 1];
@@ -1213,11 +1140,7 @@ fn launches_from_several_threads_at_once() {
 fn ucontext_fibers_and_thread_count_in_a_child_process() {
     let exe = std::env::current_exe().unwrap();
     let child = std::process::Command::new(exe)
-        .args([
-            "--ignored",
-            "--exact",
-            "child_with_ucontext_and_three_threads",
-        ])
+        .args(["--ignored", "--exact", "child_with_ucontext_and_three_threads"])
         .env("NETC_HOST_FIBERS", "ucontext")
         .env("NETC_THREADS", "3")
         .output()

@@ -8,9 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 fn reference(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/io")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/io").join(name)
 }
 
 /// A fresh folder under the system temp dir, removed when dropped.
@@ -65,31 +63,16 @@ fn reads_what_numpy_wrote() {
         Tensor::f32(vec![2, 3], vec![0.0, 0.25, 0.5, 0.75, 1.0, 1.25])
     );
     assert_eq!(read("f8_scalar.npy"), Tensor::f64(vec![], vec![-1.5]));
-    assert_eq!(
-        read("i8_vec.npy"),
-        Tensor::i64(vec![3], vec![-3, 0, 1 << 40])
-    );
-    assert_eq!(
-        read("u1_2x2.npy"),
-        Tensor::i64(vec![2, 2], vec![0, 255, 7, 128])
-    );
-    assert_eq!(
-        read("i2_big_endian.npy"),
-        Tensor::i64(vec![3], vec![1, -2, 300])
-    );
+    assert_eq!(read("i8_vec.npy"), Tensor::i64(vec![3], vec![-3, 0, 1 << 40]));
+    assert_eq!(read("u1_2x2.npy"), Tensor::i64(vec![2, 2], vec![0, 255, 7, 128]));
+    assert_eq!(read("i2_big_endian.npy"), Tensor::i64(vec![3], vec![1, -2, 300]));
     assert_eq!(read("b1.npy"), Tensor::i64(vec![3], vec![1, 0, 1]));
-    assert_eq!(
-        read("f2.npy"),
-        Tensor::f32(vec![3], vec![0.5, -2.0, 65504.0])
-    );
+    assert_eq!(read("f2.npy"), Tensor::f32(vec![3], vec![0.5, -2.0, 65504.0]));
     assert_eq!(
         read("f4_fortran_2x3x4.npy"),
         Tensor::f32(vec![2, 3, 4], (0..24).map(|x| x as f32).collect())
     );
-    assert_eq!(
-        read("i4_v2.npy"),
-        Tensor::i64(vec![2, 2], vec![1, 2, 3, -4])
-    );
+    assert_eq!(read("i4_v2.npy"), Tensor::i64(vec![2, 2], vec![1, 2, 3, -4]));
     assert_eq!(read("f8_v3.npy"), Tensor::f64(vec![2], vec![0.25, 1e300]));
 }
 
@@ -121,11 +104,7 @@ fn npy_round_trips_every_dtype_and_shape() {
     }
     let big_header = std::fs::read(dir.join("5.npy")).unwrap();
     assert_eq!(big_header[6], 2, "the 30000-dim header needs version 2.0");
-    assert_eq!(
-        dir.count(),
-        cases.len(),
-        "no temporary files are left behind"
-    );
+    assert_eq!(dir.count(), cases.len(), "no temporary files are left behind");
 }
 
 #[test]
@@ -144,10 +123,7 @@ fn npy_errors_name_the_file_and_the_problem() {
     let err = io::read_npy(&path).unwrap_err();
     assert_eq!(err.path, path);
     let msg = err.to_string();
-    assert!(
-        msg.contains("weights.npy") && msg.contains("not an .npy file"),
-        "{msg}"
-    );
+    assert!(msg.contains("weights.npy") && msg.contains("not an .npy file"), "{msg}");
     assert!(msg.contains("50 4b 03 04"), "{msg}");
 
     let missing = io::read_npy(dir.join("absent.npy")).unwrap_err();
@@ -164,10 +140,7 @@ fn npy_truncation_is_reported_with_byte_counts() {
     let msg = decode_err(&full[..full.len() - 5]);
     assert_eq!(msg, "truncated: expected 24 bytes of data, found 19");
     let msg = decode_err(&full[..40]);
-    assert!(
-        msg.starts_with("truncated: expected 118 bytes of header"),
-        "{msg}"
-    );
+    assert!(msg.starts_with("truncated: expected 118 bytes of header"), "{msg}");
     assert!(decode_err(&full[..9]).contains("header length"));
 
     let mut long = full.clone();
@@ -190,26 +163,49 @@ fn npy_rejects_unsupported_dtypes_with_a_hint() {
             "{msg}"
         );
     }
-    let structured =
-        "{'descr': [('x', '<f4'), ('y', '<i4')], 'fortran_order': False, 'shape': (1,), }";
+    let structured = "{'descr': [('x', '<f4'), ('y', '<i4')], 'fortran_order': False, 'shape': (1,), }";
     assert!(decode_err(&npy_bytes(structured, &[0; 8])).contains("structured"));
 }
 
 #[test]
 fn npy_malicious_headers_are_errors_not_panics() {
     let cases = [
-        ("{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4294967296), }", "more elements"),
-        ("{'descr': '<f8', 'fortran_order': False, 'shape': (99999999999999999999,), }", "too large"),
-        ("{'descr': '<f8', 'fortran_order': False, 'shape': (1000000000000000,), }", "truncated: expected 8000000000000000 bytes of data"),
+        (
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4294967296), }",
+            "more elements",
+        ),
+        (
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (99999999999999999999,), }",
+            "too large",
+        ),
+        (
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (1000000000000000,), }",
+            "truncated: expected 8000000000000000 bytes of data",
+        ),
         ("{'descr': '<f4', 'fortran_order': False, 'shape': (-1,), }", "negative"),
-        ("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), ", "ends early"),
-        ("{'descr': '<f4', 'fortran_order': 'no', 'shape': (2,), }", "fortran_order"),
+        (
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), ",
+            "ends early",
+        ),
+        (
+            "{'descr': '<f4', 'fortran_order': 'no', 'shape': (2,), }",
+            "fortran_order",
+        ),
         ("{'descr': '<f4', 'shape': (2,), }", "fortran_order"),
-        ("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), } trailing", "after the dictionary"),
+        (
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), } trailing",
+            "after the dictionary",
+        ),
         ("[1, 2, 3]", "not a dictionary"),
         ("{'descr: '<f4'}", "expected"),
-        ("{'descr': '<f4', 'fortran_order': False, 'shape': ('a',), }", "not a dimension"),
-        ("{'descr': '<f4', 'fortran_order': False, 'shape': os.system('x'), }", "unexpected word"),
+        (
+            "{'descr': '<f4', 'fortran_order': False, 'shape': ('a',), }",
+            "not a dimension",
+        ),
+        (
+            "{'descr': '<f4', 'fortran_order': False, 'shape': os.system('x'), }",
+            "unexpected word",
+        ),
     ];
     for (dict, expected) in cases {
         let msg = decode_err(&npy_bytes(dict, &[0; 8]));
@@ -231,31 +227,21 @@ fn state_dict() -> BTreeMap<String, Tensor> {
             "conv1.weight".to_string(),
             Tensor::f32(vec![2, 1, 2, 2], (0..8).map(|x| x as f32 * 0.5).collect()),
         ),
-        (
-            "conv1.bias".to_string(),
-            Tensor::f64(vec![2], vec![-1.0, 1e-10]),
-        ),
-        (
-            "num_batches_tracked".to_string(),
-            Tensor::i64(vec![], vec![123]),
-        ),
+        ("conv1.bias".to_string(), Tensor::f64(vec![2], vec![-1.0, 1e-10])),
+        ("num_batches_tracked".to_string(), Tensor::i64(vec![], vec![123])),
         ("empty".to_string(), Tensor::f32(vec![0], vec![])),
     ])
 }
 
 #[test]
 fn safetensors_reads_what_python_wrote() {
-    let (tensors, metadata) =
-        io::read_safetensors_with_metadata(reference("state_dict.safetensors")).unwrap();
+    let (tensors, metadata) = io::read_safetensors_with_metadata(reference("state_dict.safetensors")).unwrap();
     assert_eq!(metadata.get("format").map(String::as_str), Some("pt"));
     assert_eq!(
         tensors["conv1.weight"],
         Tensor::f32(vec![2, 1, 2, 2], (0..8).map(|x| x as f32 - 4.0).collect())
     );
-    assert_eq!(
-        tensors["fc.bias"],
-        Tensor::f32(vec![3], vec![0.5, -1.0, 2.0])
-    );
+    assert_eq!(tensors["fc.bias"], Tensor::f32(vec![3], vec![0.5, -1.0, 2.0]));
     assert_eq!(tensors["step"], Tensor::i64(vec![1], vec![7]));
     assert_eq!(tensors.len(), 3);
 }
@@ -267,10 +253,7 @@ fn safetensors_round_trips_with_metadata() {
     io::write_safetensors(&path, &state_dict()).unwrap();
     let (back, metadata) = io::read_safetensors_with_metadata(&path).unwrap();
     assert_eq!(back, state_dict());
-    assert_eq!(
-        metadata,
-        BTreeMap::from([("format".to_string(), "pt".to_string())])
-    );
+    assert_eq!(metadata, BTreeMap::from([("format".to_string(), "pt".to_string())]));
 
     let mine = BTreeMap::from([
         ("format".to_string(), "netc".to_string()),
@@ -314,10 +297,7 @@ fn safetensors_errors_name_the_file_and_tensor() {
 
     std::fs::write(&path, &good[..good.len() - 3]).unwrap();
     let msg = io::read_safetensors(&path).unwrap_err().to_string();
-    assert!(
-        msg.contains("ckpt.safetensors") && msg.contains("truncated"),
-        "{msg}"
-    );
+    assert!(msg.contains("ckpt.safetensors") && msg.contains("truncated"), "{msg}");
     assert!(msg.contains("bytes of tensor data"), "{msg}");
 
     std::fs::write(&path, &good[..20]).unwrap();
@@ -329,10 +309,7 @@ fn safetensors_errors_name_the_file_and_tensor() {
 
     std::fs::write(&path, &good[..3]).unwrap();
     let msg = io::read_safetensors(&path).unwrap_err().to_string();
-    assert!(
-        msg.contains("expected 8 bytes of header length, found 3"),
-        "{msg}"
-    );
+    assert!(msg.contains("expected 8 bytes of header length, found 3"), "{msg}");
 
     let mut huge = good.clone();
     huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
@@ -352,15 +329,9 @@ fn safetensors_errors_name_the_file_and_tensor() {
         &[0, 0],
     );
     let msg = io::decode_safetensors(&fp8).unwrap_err().to_string();
-    assert!(
-        msg.contains("tensor `layer.scale`") && msg.contains("F8_E4M3"),
-        "{msg}"
-    );
+    assert!(msg.contains("tensor `layer.scale`") && msg.contains("F8_E4M3"), "{msg}");
 
-    let overlapping = safetensors_bytes(
-        r#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,8]}}"#,
-        &[0; 8],
-    );
+    let overlapping = safetensors_bytes(r#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,8]}}"#, &[0; 8]);
     assert!(io::decode_safetensors(&overlapping).is_err());
 }
 
@@ -380,9 +351,6 @@ fn safetensors_writer_refuses_what_it_cannot_represent() {
     let msg = io::encode_safetensors(&inconsistent, &BTreeMap::new())
         .unwrap_err()
         .to_string();
-    assert!(
-        msg.contains("fc.weight") && msg.contains("4 elements"),
-        "{msg}"
-    );
+    assert!(msg.contains("fc.weight") && msg.contains("4 elements"), "{msg}");
     assert!(io::encode_npy(&broken).is_err());
 }

@@ -83,10 +83,7 @@ fn compiles_ptx_that_a_cuda_12_9_driver_accepts() {
             assert!(ptx.contains(&format!(".entry {name}(")), "{name} missing");
         }
         let isa = ptx_isa_version(ptx).unwrap();
-        assert!(
-            isa <= (8, 8),
-            "PTX ISA {isa:?} is newer than CUDA 12.9 accepts"
-        );
+        assert!(isa <= (8, 8), "PTX ISA {isa:?} is newer than CUDA 12.9 accepts");
         assert!(compiled.resources.is_empty());
         assert!(!compiled.from_cache);
     }
@@ -113,10 +110,7 @@ fn cubin_comes_with_a_per_kernel_resource_report() {
     let matmul = compiled.resources_of("netc_matmul").unwrap();
     assert_eq!(matmul.shared_bytes, 2 * 16 * 16 * 4);
     assert!(matmul.barriers >= 1, "{matmul:?}");
-    assert_eq!(
-        compiled.resources_of("netc_add_relu").unwrap().shared_bytes,
-        0
-    );
+    assert_eq!(compiled.resources_of("netc_add_relu").unwrap().shared_bytes, 0);
 }
 
 #[test]
@@ -130,16 +124,10 @@ fn register_pressure_shows_up_as_spills() {
     io[threadIdx.x] = s;
 }"#;
     let options = ["--maxrregcount=24".to_string()];
-    let compiled = nvrtc
-        .compile(source, &[], Target::Cubin { sm: 90 }, &options)
-        .unwrap();
+    let compiled = nvrtc.compile(source, &[], Target::Cubin { sm: 90 }, &options).unwrap();
     let r = compiled.resources_of("netc_spill").unwrap();
     assert!(r.registers <= 24, "{r:?}");
-    assert!(
-        r.stack_bytes > 0 || r.spill_stores_bytes > 0,
-        "{r:?}\n{}",
-        compiled.log
-    );
+    assert!(r.stack_bytes > 0 || r.spill_stores_bytes > 0, "{r:?}\n{}", compiled.log);
 }
 
 #[test]
@@ -160,10 +148,7 @@ fn a_broken_kernel_is_a_compile_error_pointing_at_its_line() {
     let saved = err.save_failure(&dir).unwrap().unwrap();
     assert_eq!(std::fs::read_to_string(&saved).unwrap(), source);
     let folder = saved.parent().unwrap();
-    assert_eq!(
-        std::fs::read_to_string(folder.join("netc.cuh")).unwrap(),
-        HEADER
-    );
+    assert_eq!(std::fs::read_to_string(folder.join("netc.cuh")).unwrap(), HEADER);
     assert!(std::fs::read_to_string(folder.join("nvrtc.log"))
         .unwrap()
         .contains("netc_kernels.cu(4): error"));
@@ -224,20 +209,8 @@ fn the_cache_serves_identical_bytes_without_calling_nvrtc() {
     let other_header = [("netc.cuh", "#pragma once\n#define NETC_TILE 16\n#define NETC_INF __int_as_float(0x7f800000)\ninline float netc_relu(float x) { return fmaxf(x, 0.0f); }\n")];
     let variants = [
         nvrtc.compile_cached(Some(&cache), KERNELS, &other_header, target, &[]),
-        nvrtc.compile_cached(
-            Some(&cache),
-            KERNELS,
-            &headers(),
-            target,
-            &["-lineinfo".into()],
-        ),
-        nvrtc.compile_cached(
-            Some(&cache),
-            KERNELS,
-            &headers(),
-            Target::Ptx { compute: 90 },
-            &[],
-        ),
+        nvrtc.compile_cached(Some(&cache), KERNELS, &headers(), target, &["-lineinfo".into()]),
+        nvrtc.compile_cached(Some(&cache), KERNELS, &headers(), Target::Ptx { compute: 90 }, &[]),
     ];
     for v in variants {
         assert!(!v.unwrap().from_cache);
@@ -282,12 +255,7 @@ const CHILD_ENV: &str = "NETC_NVRTC_TEST_CHILD";
 #[test]
 fn a_bogus_netc_nvrtc_is_reported_not_replaced() {
     let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "bogus_netc_nvrtc_child",
-            "--ignored",
-            "--nocapture",
-        ])
+        .args(["--exact", "bogus_netc_nvrtc_child", "--ignored", "--nocapture"])
         .env("NETC_NVRTC", "/nonexistent/netc-nvrtc")
         .env(CHILD_ENV, "1")
         .output()
@@ -311,10 +279,7 @@ fn bogus_netc_nvrtc_child() {
     let err = Nvrtc::load().unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, NvrtcError::NotFound { .. }), "{text}");
-    assert!(
-        text.contains("/nonexistent/netc-nvrtc: no such file"),
-        "{text}"
-    );
+    assert!(text.contains("/nonexistent/netc-nvrtc: no such file"), "{text}");
     assert!(
         text.contains("scripts/setup.sh") && text.contains("NETC_NVRTC"),
         "{text}"
@@ -431,9 +396,7 @@ fn check_matmul(device: &CudaDevice, kernel: &netc::device::cuda::Kernel) {
 
 fn check_row_max(device: &CudaDevice, kernel: &netc::device::cuda::Kernel) {
     let (rows, cols) = (19usize, 1000usize);
-    let x: Vec<f32> = (0..rows * cols)
-        .map(|i| ((i * 7919) % 1009) as f32 - 500.0)
-        .collect();
+    let x: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919) % 1009) as f32 - 500.0).collect();
     let dx = device.upload(&x).unwrap();
     let out = device.alloc(rows * 4).unwrap();
     let dims = LaunchDims {

@@ -24,12 +24,7 @@ fn every_kernel_compiles_without_spills() {
             ] {
                 let compiled = nvrtc
                     .compile(&source, &[("netc.cuh", NETC_CUH)], arch, &[])
-                    .unwrap_or_else(|e| {
-                        panic!(
-                            "{name} ({} schedule, {arch:?}): {e}\n{source}",
-                            target.name()
-                        )
-                    });
+                    .unwrap_or_else(|e| panic!("{name} ({} schedule, {arch:?}): {e}\n{source}", target.name()));
                 if let Arch::Cubin { .. } = arch {
                     assert_eq!(
                         compiled.resources.len(),

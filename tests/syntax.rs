@@ -148,15 +148,10 @@ fn the_reference_example_parses_into_the_expected_tree() {
     );
     let stmt_texts: Vec<String> = model.body.iter().map(|s| at(EXAMPLE, s.span())).collect();
     assert_eq!(stmt_texts[0], "input image: f32[B, 3, 32, 32]");
-    assert_eq!(
-        stmt_texts[1],
-        "conv1 = Conv2d(3, 32, kernel: 3, padding: 1)"
-    );
+    assert_eq!(stmt_texts[1], "conv1 = Conv2d(3, 32, kernel: 3, padding: 1)");
     assert_eq!(stmt_texts[5], "output logits");
     assert_eq!(stmt_texts[6], "output probs = softmax(logits, dim: 1)");
-    assert!(
-        stmt_texts[7].starts_with("train {") && stmt_texts[7].ends_with("shuffle: true\n    }")
-    );
+    assert!(stmt_texts[7].starts_with("train {") && stmt_texts[7].ends_with("shuffle: true\n    }"));
 
     assert_eq!(block.name.name, "residual");
     let params: Vec<&str> = block.params.iter().map(|p| p.name.as_str()).collect();
@@ -202,10 +197,7 @@ fn the_train_section_keeps_targets_and_settings_in_order() {
         ]
     );
     assert_eq!(at(EXAMPLE, &train.settings[3].span), "batch: 64");
-    assert_eq!(
-        at(EXAMPLE, &train.settings[5].value.span),
-        "[loss, accuracy]"
-    );
+    assert_eq!(at(EXAMPLE, &train.settings[5].value.span), "[loss, accuracy]");
 }
 
 #[test]
@@ -243,10 +235,7 @@ fn every_expression_node_spans_exactly_its_source() {
         panic!("{value:?}")
     };
     assert_eq!(at(src, &lhs.span), "-a * (b + c)");
-    let ExprKind::Binary {
-        lhs: neg, rhs: sum, ..
-    } = &lhs.kind
-    else {
+    let ExprKind::Binary { lhs: neg, rhs: sum, .. } = &lhs.kind else {
         panic!("{lhs:?}")
     };
     assert_eq!(at(src, &neg.span), "-a");
@@ -338,10 +327,7 @@ fn line_breaks_separate_statements_but_not_expressions() {
             "output a",
         ]
     );
-    assert_eq!(
-        at(src, body[0].span()),
-        "y = x\n        |> conv\n        |> relu"
-    );
+    assert_eq!(at(src, body[0].span()), "y = x\n        |> conv\n        |> relu");
 }
 
 #[test]
@@ -389,10 +375,7 @@ fn the_lexer_marks_every_line_break_and_skips_comments() {
         ]
     );
     let spans: Vec<(usize, usize)> = tokens.iter().map(|t| (t.0, t.2)).collect();
-    assert_eq!(
-        spans,
-        [(0, 1), (2, 4), (5, 6), (10, 11), (11, 14), (15, 18)]
-    );
+    assert_eq!(spans, [(0, 1), (2, 4), (5, 6), (10, 11), (11, 14), (15, 18)]);
 }
 
 #[test]
@@ -453,14 +436,8 @@ macro_rules! snapshot {
 }
 
 // E0001: the parser found a token it cannot use.
-snapshot!(
-    missing_comma_between_arguments,
-    "model m {\n    c = Conv2d(3 32)\n}\n"
-);
-snapshot!(
-    missing_expression_at_end_of_line,
-    "model m {\n    x = \n    y = x\n}\n"
-);
+snapshot!(missing_comma_between_arguments, "model m {\n    c = Conv2d(3 32)\n}\n");
+snapshot!(missing_expression_at_end_of_line, "model m {\n    x = \n    y = x\n}\n");
 snapshot!(
     equals_sign_in_train_settings,
     "model m {\n    train {\n        batch = 64\n    }\n}\n"
@@ -471,26 +448,17 @@ snapshot!(
     named_argument_with_equals,
     "model m {\n    c = Conv2d(3, 32, kernel=3)\n}\n"
 );
-snapshot!(
-    keyword_as_name,
-    "model m {\n    y = cross_entropy(logits, target)\n}\n"
-);
+snapshot!(keyword_as_name, "model m {\n    y = cross_entropy(logits, target)\n}\n");
 snapshot!(target_outside_train, "model m {\n    target y: i64[B]\n}\n");
 snapshot!(
     input_inside_train,
     "model m {\n    train {\n        input x: f32\n    }\n}\n"
 );
-snapshot!(
-    misspelled_statement_keyword,
-    "model m {\n    inptu x: f32[B]\n}\n"
-);
+snapshot!(misspelled_statement_keyword, "model m {\n    inptu x: f32[B]\n}\n");
 snapshot!(misspelled_item_keyword, "modle m {\n    x = 1\n}\n");
 snapshot!(statement_outside_any_item, "x = relu(y)\n");
 snapshot!(model_with_parameters, "model m(x) {\n    y = x\n}\n");
-snapshot!(
-    two_statements_on_one_line,
-    "model m {\n    a = 1 b = 2\n}\n"
-);
+snapshot!(two_statements_on_one_line, "model m {\n    a = 1 b = 2\n}\n");
 snapshot!(
     comma_between_settings,
     "model m {\n    train {\n        batch: 64,\n        epochs: 3\n    }\n}\n"
@@ -518,17 +486,11 @@ snapshot!(
     single_quoted_string,
     "model m {\n    train {\n        data: 'a.gz'\n    }\n}\n"
 );
-snapshot!(
-    decimal_point_without_digits,
-    "model m {\n    x = 3. * y\n}\n"
-);
+snapshot!(decimal_point_without_digits, "model m {\n    x = 3. * y\n}\n");
 snapshot!(exponent_without_digits, "model m {\n    x = 1e * y\n}\n");
 snapshot!(hexadecimal_number, "model m {\n    x = 0xff\n}\n");
 snapshot!(digit_then_letters, "model m {\n    x = 2x\n}\n");
-snapshot!(
-    integer_too_large,
-    "model m {\n    x = 99999999999999999999\n}\n"
-);
+snapshot!(integer_too_large, "model m {\n    x = 99999999999999999999\n}\n");
 snapshot!(float_out_of_range, "model m {\n    x = 1e999\n}\n");
 // E0008..E0010: delimiters.
 snapshot!(
@@ -539,19 +501,13 @@ snapshot!(
     unclosed_brace_before_next_item,
     "model a {\n    y = relu(x)\n\nblock b(x) {\n    return x\n}\n"
 );
-snapshot!(
-    unclosed_delimiters_at_end_of_file,
-    "model m {\n    y = f(x,\n"
-);
+snapshot!(unclosed_delimiters_at_end_of_file, "model m {\n    y = f(x,\n");
 snapshot!(
     mismatched_closing_brace,
     "model m {\n    train {\n        data: idx(image: \"a.gz\"\n    }\n}\n"
 );
 snapshot!(mismatched_closing_bracket, "model m {\n    x = [1, 2)\n}\n");
-snapshot!(
-    unexpected_closing_delimiter,
-    "model m {\n    x = f(y))\n}\n"
-);
+snapshot!(unexpected_closing_delimiter, "model m {\n    x = f(y))\n}\n");
 // E0011: nesting limits.
 snapshot!(
     brackets_nest_too_deeply,
@@ -572,19 +528,13 @@ snapshot!(
     several_independent_errors,
     "model m {\n    input x: f32[B, 3\n    a = Conv2d(3 32)\n    train {\n        batch = 64\n        lr: 0.1\n    }\n}\n\nmodle n {\n    y = 3.\n}\n"
 );
-snapshot!(
-    stray_brace_inside_parentheses,
-    "model m {\n    c = Conv2d(3, }32)\n}\n"
-);
+snapshot!(stray_brace_inside_parentheses, "model m {\n    c = Conv2d(3, }32)\n}\n");
 snapshot!(
     stray_closer_before_the_right_one,
     "model m {\n    input x: f32[B}]\n}\n"
 );
 snapshot!(stray_opening_brace, "model m {\n    y = x + { 1\n}\n");
-snapshot!(
-    unclosed_parenthesis_before_body,
-    "block b(x, c {\n    return x\n}\n"
-);
+snapshot!(unclosed_parenthesis_before_body, "block b(x, c {\n    return x\n}\n");
 snapshot!(
     misspelled_train_skips_its_body,
     "model m {\n    trian {\n        batch = 64\n    }\n    output y\n}\n"

@@ -17,8 +17,7 @@ fn agree(model: &str) {
     let net = Path::new(env!("CARGO_MANIFEST_DIR")).join(meta["net"].as_str().unwrap());
     let checked = load_model(&net, Mode::Eval);
     let weights = torch::weights(&meta);
-    check_weights(&checked.graph, &weights, false)
-        .unwrap_or_else(|p| panic!("{model}: {}", p.join("; ")));
+    check_weights(&checked.graph, &weights, false).unwrap_or_else(|p| panic!("{model}: {}", p.join("; ")));
     let inputs = torch::files(&meta, "inputs");
     let expected = torch::files(&meta, "outputs");
     let bound: Vec<_> = inputs

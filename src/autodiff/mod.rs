@@ -76,21 +76,13 @@ pub enum AutodiffError {
     #[error("the loss must be a scalar, but `{name}` has type {ty}")]
     NotScalar { name: String, ty: TensorType },
     #[error("while differentiating `{name}` ({op}): {source}")]
-    Rule {
-        name: String,
-        op: String,
-        source: OpError,
-    },
+    Rule { name: String, op: String, source: OpError },
 }
 
 /// Adds the backward graph of `loss` to `graph` and returns, for each node
 /// in `wrt`, the node holding d loss / d node (absent when the loss does not
 /// depend on it).
-pub fn gradients(
-    graph: &mut Graph,
-    loss: NodeId,
-    wrt: &[NodeId],
-) -> Result<HashMap<NodeId, NodeId>, AutodiffError> {
+pub fn gradients(graph: &mut Graph, loss: NodeId, wrt: &[NodeId]) -> Result<HashMap<NodeId, NodeId>, AutodiffError> {
     let loss_ty = graph.ty(loss).clone();
     if !loss_ty.shape.is_empty() {
         return Err(AutodiffError::NotScalar {
@@ -101,10 +93,7 @@ pub fn gradients(
     let needed = nodes_between(graph, loss, wrt);
     let mut pending: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
     let seed = {
-        let mut ad = AdCtx::new(
-            graph,
-            Origin::named(format!("d({})", graph_name(graph, loss))),
-        );
+        let mut ad = AdCtx::new(graph, Origin::named(format!("d({})", graph_name(graph, loss))));
         ad.map(lit(1.0), &[])
             .map_err(|e| rule_error(graph_name(ad.g, loss), "seed", e))?
     };
@@ -120,8 +109,8 @@ pub fn gradients(
         let node = graph.node(id).clone();
         let origin = Origin::new(format!("d({})", node.origin.name), node.origin.span.clone());
         let mut ad = AdCtx::new(graph, origin);
-        let grad = accumulate(&mut ad, &parts)
-            .map_err(|e| rule_error(node.origin.name.clone(), "sum of gradients", e))?;
+        let grad =
+            accumulate(&mut ad, &parts).map_err(|e| rule_error(node.origin.name.clone(), "sum of gradients", e))?;
         grads.insert(id, grad);
         if matches!(node.op, Op::Input(_) | Op::Param(_)) {
             continue;
@@ -139,10 +128,7 @@ pub fn gradients(
             }
         }
     }
-    Ok(wrt
-        .iter()
-        .filter_map(|w| grads.get(w).map(|g| (*w, *g)))
-        .collect())
+    Ok(wrt.iter().filter_map(|w| grads.get(w).map(|g| (*w, *g))).collect())
 }
 
 fn graph_name(graph: &Graph, id: NodeId) -> String {
@@ -181,9 +167,7 @@ fn nodes_between(graph: &Graph, loss: NodeId, wrt: &[NodeId]) -> Vec<bool> {
         from_wrt[w.index()] = true;
     }
     for id in graph.topo_order() {
-        if graph.operands(id).iter().any(|o| from_wrt[o.index()])
-            && !matches!(graph.op(id), Op::Detach(_))
-        {
+        if graph.operands(id).iter().any(|o| from_wrt[o.index()]) && !matches!(graph.op(id), Op::Detach(_)) {
             from_wrt[id.index()] = true;
         }
     }

@@ -92,26 +92,18 @@ impl<'a> Checker<'a> {
                 ast::Item::Block(b) => (&b.name, "block"),
             };
             if let Some(first) = item_names.get(name.name.as_str()) {
-                let d = Diagnostic::error(
-                    "E0103",
-                    format!("the {kind} name `{}` is defined twice", name.name),
-                )
-                .primary(name.span.clone(), "defined again here")
-                .secondary(first.clone(), "first defined here");
+                let d = Diagnostic::error("E0103", format!("the {kind} name `{}` is defined twice", name.name))
+                    .primary(name.span.clone(), "defined again here")
+                    .secondary(first.clone(), "first defined here");
                 self.report(d);
                 continue;
             }
             item_names.insert(&name.name, name.span.clone());
             if let ast::Item::Block(b) = item {
-                if library::function(&b.name.name).is_some()
-                    || library::layer_type(&b.name.name).is_some()
-                {
-                    let d = Diagnostic::error(
-                        "E0103",
-                        format!("block `{}` has the name of a built-in", b.name.name),
-                    )
-                    .primary(b.name.span.clone(), "this name is taken by the library")
-                    .help("rename the block");
+                if library::function(&b.name.name).is_some() || library::layer_type(&b.name.name).is_some() {
+                    let d = Diagnostic::error("E0103", format!("block `{}` has the name of a built-in", b.name.name))
+                        .primary(b.name.span.clone(), "this name is taken by the library")
+                        .help("rename the block");
                     self.report(d);
                     continue;
                 }
@@ -140,15 +132,10 @@ impl<'a> Checker<'a> {
                 built.push(model);
             }
         }
-        self.diags
-            .sort_by_key(|d| d.primary_span().map_or(0, |s| s.start));
+        self.diags.sort_by_key(|d| d.primary_span().map_or(0, |s| s.start));
         let mut seen = HashSet::new();
-        self.diags.retain(|d| {
-            seen.insert((
-                d.message.clone(),
-                d.primary_span().map(|s| (s.start, s.end)),
-            ))
-        });
+        self.diags
+            .retain(|d| seen.insert((d.message.clone(), d.primary_span().map(|s| (s.start, s.end)))));
         Checked {
             models: built,
             diagnostics: self.diags,
@@ -176,9 +163,7 @@ impl<'a> Checker<'a> {
         let mut outputs: HashMap<String, Span> = HashMap::new();
         for stmt in &m.body {
             match stmt {
-                ast::Stmt::Input { name, ty, span } => {
-                    self.input(&mut b, &mut scope, name, ty, span)
-                }
+                ast::Stmt::Input { name, ty, span } => self.input(&mut b, &mut scope, name, ty, span),
                 ast::Stmt::Let { name, value, .. } => {
                     let v = self.binding_value(&mut b, &mut scope, name, value);
                     let kind = if matches!(v, Value::Layer(_)) {
@@ -263,11 +248,7 @@ impl<'a> Checker<'a> {
     fn loss(&mut self, b: &mut Build, scope: &mut Scope, t: &ast::TrainSection) -> Option<NodeId> {
         let setting = t.settings.iter().find(|s| s.key.name == "loss")?;
         match self.expr_named(b, scope, &setting.value, "loss") {
-            Value::Tensor(id)
-                if b.graph.ty(id).shape.is_empty() && b.graph.ty(id).dtype.is_float() =>
-            {
-                Some(id)
-            }
+            Value::Tensor(id) if b.graph.ty(id).shape.is_empty() && b.graph.ty(id).dtype.is_float() => Some(id),
             Value::Tensor(id) => {
                 let ty = b.graph.ty(id).clone();
                 self.report(
@@ -280,11 +261,8 @@ impl<'a> Checker<'a> {
             Value::Error => None,
             other => {
                 self.report(
-                    Diagnostic::error(
-                        "E0200",
-                        format!("the loss must be a tensor, found {}", other.kind()),
-                    )
-                    .primary(setting.value.span.clone(), "not a loss"),
+                    Diagnostic::error("E0200", format!("the loss must be a tensor, found {}", other.kind()))
+                        .primary(setting.value.span.clone(), "not a loss"),
                 );
                 None
             }
@@ -302,10 +280,7 @@ impl<'a> Checker<'a> {
         }
         for name in &scope.order {
             let binding = &scope.bindings[name];
-            if binding.used
-                || outputs.contains_key(name)
-                || binding.kind == BindingKind::Layer
-                || name.starts_with('_')
+            if binding.used || outputs.contains_key(name) || binding.kind == BindingKind::Layer || name.starts_with('_')
             {
                 continue;
             }
@@ -322,14 +297,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn input(
-        &mut self,
-        b: &mut Build,
-        scope: &mut Scope,
-        name: &ast::Ident,
-        ty: &ast::TypeExpr,
-        span: &Span,
-    ) {
+    fn input(&mut self, b: &mut Build, scope: &mut Scope, name: &ast::Ident, ty: &ast::TypeExpr, span: &Span) {
         let Some(ty) = self.tensor_type(b, scope, ty) else {
             self.define(scope, name, Value::Error, BindingKind::Input);
             return;
@@ -338,23 +306,15 @@ impl<'a> Checker<'a> {
             name: name.name.clone(),
             ty: ty.clone(),
         };
-        let id = b.graph.add_typed(
-            op.into(),
-            &[],
-            ty,
-            Origin::new(name.name.clone(), Some(span.clone())),
-        );
+        let id = b
+            .graph
+            .add_typed(op.into(), &[], ty, Origin::new(name.name.clone(), Some(span.clone())));
         b.graph.inputs.push(id);
         self.define(scope, name, Value::Tensor(id), BindingKind::Input);
     }
 
     /// `f32[B, 3, 32, 32]`: names in sizes that are not bound are size symbols.
-    fn tensor_type(
-        &mut self,
-        b: &mut Build,
-        scope: &mut Scope,
-        ty: &ast::TypeExpr,
-    ) -> Option<TensorType> {
+    fn tensor_type(&mut self, b: &mut Build, scope: &mut Scope, ty: &ast::TypeExpr) -> Option<TensorType> {
         let dtype = match DType::from_name(&ty.dtype.name) {
             Some(d @ (DType::F32 | DType::I64)) => d,
             Some(DType::F64) => {
@@ -366,9 +326,8 @@ impl<'a> Checker<'a> {
                 return None;
             }
             None => {
-                let mut d =
-                    Diagnostic::error("E0101", format!("unknown dtype `{}`", ty.dtype.name))
-                        .primary(ty.dtype.span.clone(), "not a dtype");
+                let mut d = Diagnostic::error("E0101", format!("unknown dtype `{}`", ty.dtype.name))
+                    .primary(ty.dtype.span.clone(), "not a dtype");
                 d = match did_you_mean(&ty.dtype.name, ["f32", "i64"]) {
                     Some(s) => d.help(format!("did you mean `{s}`?")),
                     None => d.help("tensors are f32 (values) or i64 (indices, labels)"),
@@ -394,11 +353,8 @@ impl<'a> Checker<'a> {
                 Value::Error => return None,
                 other => {
                     self.report(
-                        Diagnostic::error(
-                            "E0200",
-                            format!("a size must be an integer, found {}", other.kind()),
-                        )
-                        .primary(dim.span.clone(), "not a size"),
+                        Diagnostic::error("E0200", format!("a size must be an integer, found {}", other.kind()))
+                            .primary(dim.span.clone(), "not a size"),
                     );
                     return None;
                 }
@@ -438,11 +394,7 @@ impl<'a> Checker<'a> {
             other => self.report(
                 Diagnostic::error(
                     "E0200",
-                    format!(
-                        "an output must be a tensor, but `{}` is {}",
-                        name.name,
-                        other.kind()
-                    ),
+                    format!("an output must be a tensor, but `{}` is {}", name.name, other.kind()),
                 )
                 .primary(span.clone(), "not a tensor"),
             ),
@@ -451,13 +403,10 @@ impl<'a> Checker<'a> {
 
     fn define(&mut self, scope: &mut Scope, name: &ast::Ident, value: Value, kind: BindingKind) {
         if let Some(first) = scope.bindings.get(&name.name) {
-            let d = Diagnostic::error(
-                "E0103",
-                format!("the name `{}` is defined twice", name.name),
-            )
-            .primary(name.span.clone(), "defined again here")
-            .secondary(first.span.clone(), "first defined here")
-            .help("give each layer and value its own name");
+            let d = Diagnostic::error("E0103", format!("the name `{}` is defined twice", name.name))
+                .primary(name.span.clone(), "defined again here")
+                .secondary(first.span.clone(), "first defined here")
+                .help("give each layer and value its own name");
             self.report(d);
             return;
         }
@@ -475,13 +424,7 @@ impl<'a> Checker<'a> {
     }
 
     /// The value of `name = expr`: declares a layer when `expr` constructs one.
-    fn binding_value(
-        &mut self,
-        b: &mut Build,
-        scope: &mut Scope,
-        name: &ast::Ident,
-        e: &ast::Expr,
-    ) -> Value {
+    fn binding_value(&mut self, b: &mut Build, scope: &mut Scope, name: &ast::Ident, e: &ast::Expr) -> Value {
         if let ExprKind::Call { callee, args } = &e.kind {
             if let Some(lt) = library::layer_type(&callee.name) {
                 return self.declare_layer(b, scope, name, lt, args, &e.span);
@@ -540,13 +483,7 @@ impl<'a> Checker<'a> {
 
     /// Evaluates an expression; `label` names the nodes it creates when no
     /// function or layer name is more telling (binary operators).
-    fn expr_named(
-        &mut self,
-        b: &mut Build,
-        scope: &mut Scope,
-        e: &ast::Expr,
-        label: &str,
-    ) -> Value {
+    fn expr_named(&mut self, b: &mut Build, scope: &mut Scope, e: &ast::Expr, label: &str) -> Value {
         match &e.kind {
             ExprKind::Int(v) => Value::Int(Dim::lit(*v)),
             ExprKind::Float(v) => Value::Float(*v),
@@ -572,17 +509,12 @@ impl<'a> Checker<'a> {
                 let piped = Some((v, lhs.span.clone()));
                 match &rhs.kind {
                     ExprKind::Name(id) => self.call(b, scope, id, &[], piped, &rhs.span),
-                    ExprKind::Call { callee, args } => {
-                        self.call(b, scope, callee, args, piped, &rhs.span)
-                    }
+                    ExprKind::Call { callee, args } => self.call(b, scope, callee, args, piped, &rhs.span),
                     _ => {
                         self.report(
-                            Diagnostic::error(
-                                "E0200",
-                                "the right side of `|>` must be a function, layer or block",
-                            )
-                            .primary(rhs.span.clone(), "cannot pipe into this")
-                            .help("write `x |> relu`, `x |> conv1` or `x |> max_pool2d(2)`"),
+                            Diagnostic::error("E0200", "the right side of `|>` must be a function, layer or block")
+                                .primary(rhs.span.clone(), "cannot pipe into this")
+                                .help("write `x |> relu`, `x |> conv1` or `x |> max_pool2d(2)`"),
                         );
                         Value::Error
                     }
@@ -630,13 +562,10 @@ impl<'a> Checker<'a> {
             return Value::Callable(id.name.clone());
         }
         if let Some(def) = scope.later.get(&id.name) {
-            let d = Diagnostic::error(
-                "E0102",
-                format!("`{}` is used before it is defined", id.name),
-            )
-            .primary(id.span.clone(), "used here")
-            .secondary(def.clone(), "defined here, later")
-            .help("statements run in order: move the definition above its first use");
+            let d = Diagnostic::error("E0102", format!("`{}` is used before it is defined", id.name))
+                .primary(id.span.clone(), "used here")
+                .secondary(def.clone(), "defined here, later")
+                .help("statements run in order: move the definition above its first use");
             self.report(d);
             return Value::Error;
         }
@@ -676,11 +605,7 @@ impl<'a> Checker<'a> {
                     self.report(
                         Diagnostic::error(
                             "E0200",
-                            format!(
-                                "`{}` is {}, not a function or layer",
-                                callee.name,
-                                other.kind()
-                            ),
+                            format!("`{}` is {}, not a function or layer", callee.name, other.kind()),
                         )
                         .primary(callee.span.clone(), "cannot be called")
                         .secondary(binding_span(scope, &callee.name), "defined here"),
@@ -711,10 +636,7 @@ impl<'a> Checker<'a> {
             self.report(
                 Diagnostic::error(
                     "E0200",
-                    format!(
-                        "`{}` is a layer type: declare it before applying it",
-                        callee.name
-                    ),
+                    format!("`{}` is a layer type: declare it before applying it", callee.name),
                 )
                 .primary(span.clone(), "a layer constructed inside an expression")
                 .help(format!(
@@ -728,21 +650,15 @@ impl<'a> Checker<'a> {
             return self.call_block(b, scope, block, args, piped, span);
         }
         if let Some(def) = scope.later.get(&callee.name) {
-            let d = Diagnostic::error(
-                "E0102",
-                format!("`{}` is used before it is defined", callee.name),
-            )
-            .primary(callee.span.clone(), "used here")
-            .secondary(def.clone(), "defined here, later")
-            .help("statements run in order: move the definition above its first use");
+            let d = Diagnostic::error("E0102", format!("`{}` is used before it is defined", callee.name))
+                .primary(callee.span.clone(), "used here")
+                .secondary(def.clone(), "defined here, later")
+                .help("statements run in order: move the definition above its first use");
             self.report(d);
             return Value::Error;
         }
-        let d = Diagnostic::error(
-            "E0101",
-            format!("unknown function, layer or block `{}`", callee.name),
-        )
-        .primary(callee.span.clone(), "not defined");
+        let d = Diagnostic::error("E0101", format!("unknown function, layer or block `{}`", callee.name))
+            .primary(callee.span.clone(), "not defined");
         let d = self.suggest(d, scope, &callee.name);
         self.report(d);
         Value::Error
@@ -763,11 +679,8 @@ impl<'a> Checker<'a> {
         for a in args {
             if let Some(n) = &a.name {
                 self.report(
-                    Diagnostic::error(
-                        "E0203",
-                        format!("layer `{}` takes its input positionally", callee.name),
-                    )
-                    .primary(n.span.clone(), "named argument"),
+                    Diagnostic::error("E0203", format!("layer `{}` takes its input positionally", callee.name))
+                        .primary(n.span.clone(), "named argument"),
                 );
                 return Value::Error;
             }
@@ -783,11 +696,7 @@ impl<'a> Checker<'a> {
                 self.report(
                     Diagnostic::error(
                         "E0200",
-                        format!(
-                            "layer `{}` expects a tensor, found {}",
-                            callee.name,
-                            other.kind()
-                        ),
+                        format!("layer `{}` expects a tensor, found {}", callee.name, other.kind()),
                     )
                     .primary(s.clone(), "not a tensor"),
                 );
@@ -797,11 +706,7 @@ impl<'a> Checker<'a> {
                 self.report(
                     Diagnostic::error(
                         "E0202",
-                        format!(
-                            "layer `{}` takes one tensor, got {}",
-                            callee.name,
-                            inputs.len()
-                        ),
+                        format!("layer `{}` takes one tensor, got {}", callee.name, inputs.len()),
                     )
                     .primary(span.clone(), "wrong number of inputs"),
                 );
@@ -824,10 +729,7 @@ impl<'a> Checker<'a> {
                 match e {
                     LibError::Op(op) => {
                         let mut d = Diagnostic::error("E0300", op.message)
-                            .primary(
-                                callee.span.clone(),
-                                format!("`{}` is applied here", callee.name),
-                            )
+                            .primary(callee.span.clone(), format!("`{}` is applied here", callee.name))
                             .secondary(decl, "declared here");
                         if let Some(h) = op.hint.filter(|h| !h.is_empty()) {
                             d = d.help(h);
@@ -835,8 +737,7 @@ impl<'a> Checker<'a> {
                         self.report(d);
                     }
                     LibError::Arg(a) => {
-                        let mut d = Diagnostic::error("E0301", a.message)
-                            .primary(callee.span.clone(), "applied here");
+                        let mut d = Diagnostic::error("E0301", a.message).primary(callee.span.clone(), "applied here");
                         if let Some(h) = a.hint {
                             d = d.help(h);
                         }
@@ -910,11 +811,8 @@ impl<'a> Checker<'a> {
                 }
                 None => {
                     let params: Vec<&str> = block.params.iter().map(|p| p.name.as_str()).collect();
-                    let mut d = Diagnostic::error(
-                        "E0203",
-                        format!("block `{name}` has no parameter `{}`", n.name),
-                    )
-                    .primary(n.span.clone(), "unknown parameter");
+                    let mut d = Diagnostic::error("E0203", format!("block `{name}` has no parameter `{}`", n.name))
+                        .primary(n.span.clone(), "unknown parameter");
                     if let Some(s) = did_you_mean(&n.name, params.iter().copied()) {
                         d = d.help(format!("did you mean `{s}`?"));
                     }
@@ -927,16 +825,10 @@ impl<'a> Checker<'a> {
             self.report(
                 Diagnostic::error(
                     "E0201",
-                    format!(
-                        "missing argument `{}` of block `{name}`",
-                        block.params[missing].name
-                    ),
+                    format!("missing argument `{}` of block `{name}`", block.params[missing].name),
                 )
                 .primary(span.clone(), "in this call")
-                .secondary(
-                    block.params[missing].span.clone(),
-                    "parameter declared here",
-                ),
+                .secondary(block.params[missing].span.clone(), "parameter declared here"),
             );
             return Value::Error;
         }
@@ -957,12 +849,9 @@ impl<'a> Checker<'a> {
         for entry in &mut b.layers[layers_before..] {
             if !entry.used {
                 entry.used = true;
-                let d = Diagnostic::warning(
-                    "W0001",
-                    format!("unused layer `{}` in block `{name}`", entry.name),
-                )
-                .primary(entry.decl_span.clone(), "declared here but never applied")
-                .help("apply it in the block's body, or remove it");
+                let d = Diagnostic::warning("W0001", format!("unused layer `{}` in block `{name}`", entry.name))
+                    .primary(entry.decl_span.clone(), "declared here but never applied")
+                    .help("apply it in the block's body, or remove it");
                 self.diags.push(d);
             }
         }
@@ -985,8 +874,7 @@ impl<'a> Checker<'a> {
                 ast::Stmt::Return { value, span } => {
                     if result.is_some() {
                         self.report(
-                            Diagnostic::error("E0400", "a block returns once")
-                                .primary(span.clone(), "second `return`"),
+                            Diagnostic::error("E0400", "a block returns once").primary(span.clone(), "second `return`"),
                         );
                         continue;
                     }
@@ -1014,12 +902,9 @@ impl<'a> Checker<'a> {
         }
         result.unwrap_or_else(|| {
             self.report(
-                Diagnostic::error(
-                    "E0400",
-                    format!("block `{}` has no `return`", block.name.name),
-                )
-                .primary(block.name.span.clone(), "this block returns nothing")
-                .help("end the block with `return EXPR`"),
+                Diagnostic::error("E0400", format!("block `{}` has no `return`", block.name.name))
+                    .primary(block.name.span.clone(), "this block returns nothing")
+                    .help("end the block with `return EXPR`"),
             );
             Value::Error
         })
@@ -1067,12 +952,9 @@ impl<'a> Checker<'a> {
                 None => {
                     if next >= params.len() {
                         self.report(
-                            Diagnostic::error(
-                                "E0202",
-                                format!("`{callee}` takes at most {} arguments", params.len()),
-                            )
-                            .primary(a.span.clone(), "unexpected argument")
-                            .note(signature(callee, params)),
+                            Diagnostic::error("E0202", format!("`{callee}` takes at most {} arguments", params.len()))
+                                .primary(a.span.clone(), "unexpected argument")
+                                .note(signature(callee, params)),
                         );
                         return None;
                     }
@@ -1087,11 +969,8 @@ impl<'a> Checker<'a> {
                     match params.iter().position(|p| p.name == wanted) {
                         Some(s) => s,
                         None => {
-                            let mut d = Diagnostic::error(
-                                "E0203",
-                                format!("`{callee}` has no parameter `{}`", n.name),
-                            )
-                            .primary(n.span.clone(), "unknown parameter");
+                            let mut d = Diagnostic::error("E0203", format!("`{callee}` has no parameter `{}`", n.name))
+                                .primary(n.span.clone(), "unknown parameter");
                             d = match did_you_mean(&n.name, params.iter().map(|p| p.name)) {
                                 Some(s) => d.help(format!("did you mean `{s}`?")),
                                 None => d.note(signature(callee, params)),
@@ -1106,10 +985,7 @@ impl<'a> Checker<'a> {
                 self.report(
                     Diagnostic::error(
                         "E0202",
-                        format!(
-                            "argument `{}` of `{callee}` is given twice",
-                            params[slot].name
-                        ),
+                        format!("argument `{}` of `{callee}` is given twice", params[slot].name),
                     )
                     .primary(a.span.clone(), "given again here"),
                 );
@@ -1129,11 +1005,7 @@ impl<'a> Checker<'a> {
             self.report(
                 Diagnostic::error(
                     "E0201",
-                    format!(
-                        "missing argument `{}` of `{callee}` ({})",
-                        p.name,
-                        p.kind.describe()
-                    ),
+                    format!("missing argument `{}` of `{callee}` ({})", p.name, p.kind.describe()),
                 )
                 .primary(span.clone(), format!("`{}` is required", p.name))
                 .note(signature(callee, params)),
@@ -1149,15 +1021,9 @@ impl<'a> Checker<'a> {
 
     fn lib_error(&mut self, e: LibError, args: &Args, call_span: &Span) {
         let d = match e {
-            LibError::Arg(ArgError {
-                param,
-                message,
-                hint,
-            }) => {
+            LibError::Arg(ArgError { param, message, hint }) => {
                 let (span, label) = match param {
-                    Some(p)
-                        if args.is_given(p) || args.params.first().is_some_and(|f| f.name == p) =>
-                    {
+                    Some(p) if args.is_given(p) || args.params.first().is_some_and(|f| f.name == p) => {
                         (args.span(p), format!("`{p}` is here"))
                     }
                     _ => (call_span.clone(), "in this call".to_string()),
@@ -1174,8 +1040,7 @@ impl<'a> Checker<'a> {
                 }
             }
             LibError::Op(op) => {
-                let d = Diagnostic::error("E0300", op.message)
-                    .primary(call_span.clone(), "in this call");
+                let d = Diagnostic::error("E0300", op.message).primary(call_span.clone(), "in this call");
                 match op.hint.filter(|h| !h.is_empty()) {
                     Some(h) => d.help(h),
                     None => d,
@@ -1213,11 +1078,8 @@ impl<'a> Checker<'a> {
                     }),
                     _ => {
                         self.report(
-                            Diagnostic::error(
-                                "E0200",
-                                "symbolic sizes cannot be mixed with decimals",
-                            )
-                            .primary(span.clone(), "here"),
+                            Diagnostic::error("E0200", "symbolic sizes cannot be mixed with decimals")
+                                .primary(span.clone(), "here"),
                         );
                         Value::Error
                     }
@@ -1248,9 +1110,7 @@ impl<'a> Checker<'a> {
                 };
                 self.map(b, body, &[(x, l.1), (y, r.1)], span, label)
             }
-            (Value::Tensor(x), s) if scalar(&s).is_some() => {
-                self.tensor_scalar(b, op, (x, l.1), &s, true, span, label)
-            }
+            (Value::Tensor(x), s) if scalar(&s).is_some() => self.tensor_scalar(b, op, (x, l.1), &s, true, span, label),
             (s, Value::Tensor(x)) if scalar(&s).is_some() => {
                 self.tensor_scalar(b, op, (x, r.1), &s, false, span, label)
             }
@@ -1258,12 +1118,7 @@ impl<'a> Checker<'a> {
                 self.report(
                     Diagnostic::error(
                         "E0200",
-                        format!(
-                            "cannot apply `{}` to {} and {}",
-                            op.symbol(),
-                            x.kind(),
-                            y.kind()
-                        ),
+                        format!("cannot apply `{}` to {} and {}", op.symbol(), x.kind(), y.kind()),
                     )
                     .primary(span.clone(), "unsupported operands"),
                 );
@@ -1322,9 +1177,12 @@ impl Checker<'_> {
             BinOp::MatMul => return self.not_tensors(op, span),
         };
         result.unwrap_or_else(|| {
-            let d = Diagnostic::error("E0200", format!("cannot compute `{x} {} {y}` as a whole size", op.symbol()))
-                .primary(span.clone(), "not a whole number for every value of the symbols")
-                .help("sizes divide only by numbers that divide them exactly; use `//` for floor division by a number");
+            let d = Diagnostic::error(
+                "E0200",
+                format!("cannot compute `{x} {} {y}` as a whole size", op.symbol()),
+            )
+            .primary(span.clone(), "not a whole number for every value of the symbols")
+            .help("sizes divide only by numbers that divide them exactly; use `//` for floor division by a number");
             self.report(d);
             Value::Error
         })
@@ -1339,24 +1197,14 @@ impl Checker<'_> {
         Value::Error
     }
 
-    fn both_float(
-        &mut self,
-        b: &Build,
-        x: (NodeId, &Span),
-        y: (NodeId, &Span),
-        op: BinOp,
-        span: &Span,
-    ) -> bool {
+    fn both_float(&mut self, b: &Build, x: (NodeId, &Span), y: (NodeId, &Span), op: BinOp, span: &Span) -> bool {
         let (tx, ty) = (b.graph.ty(x.0), b.graph.ty(y.0));
         if tx.dtype.is_float() && ty.dtype.is_float() {
             return true;
         }
         let d = Diagnostic::error(
             "E0301",
-            format!(
-                "dtype mismatch: cannot apply `{}` to {tx} and {ty}",
-                op.symbol()
-            ),
+            format!("dtype mismatch: cannot apply `{}` to {tx} and {ty}", op.symbol()),
         )
         .primary(span.clone(), "arithmetic needs floating-point tensors")
         .secondary(x.1.clone(), format!("this is {tx}"))
@@ -1399,27 +1247,15 @@ impl Checker<'_> {
     }
 
     /// An elementwise node; shape errors name both operands' types.
-    fn map(
-        &mut self,
-        b: &mut Build,
-        body: SExpr,
-        operands: &[(NodeId, &Span)],
-        span: &Span,
-        label: &str,
-    ) -> Value {
+    fn map(&mut self, b: &mut Build, body: SExpr, operands: &[(NodeId, &Span)], span: &Span, label: &str) -> Value {
         let ids: Vec<NodeId> = operands.iter().map(|(id, _)| *id).collect();
         let op = crate::ops::Map::new(body, DType::F32);
-        match b
-            .graph
-            .add(op.into(), &ids, Origin::new(label, Some(span.clone())))
-        {
+        match b.graph.add(op.into(), &ids, Origin::new(label, Some(span.clone()))) {
             Ok(id) => Value::Tensor(id),
             Err(e) => {
                 match operands {
                     [x, y] => self.shape_error(b, e.message, e.hint, *x, *y, span),
-                    _ => self.report(
-                        Diagnostic::error("E0300", e.message).primary(span.clone(), "here"),
-                    ),
+                    _ => self.report(Diagnostic::error("E0300", e.message).primary(span.clone(), "here")),
                 }
                 Value::Error
             }
@@ -1435,13 +1271,9 @@ impl Scope {
                 ast::Stmt::Let { name, .. }
                 | ast::Stmt::Input { name, .. }
                 | ast::Stmt::Output {
-                    name,
-                    value: Some(_),
-                    ..
+                    name, value: Some(_), ..
                 } => {
-                    later
-                        .entry(name.name.clone())
-                        .or_insert_with(|| name.span.clone());
+                    later.entry(name.name.clone()).or_insert_with(|| name.span.clone());
                 }
                 _ => {}
             }
@@ -1488,11 +1320,7 @@ fn count_block_calls(e: &ast::Expr, blocks: &HashMap<&str, &ast::Block>) -> usiz
     let is_block = |id: &ast::Ident| blocks.contains_key(id.name.as_str());
     match &e.kind {
         ExprKind::Call { callee, args } => {
-            usize::from(is_block(callee))
-                + args
-                    .iter()
-                    .map(|a| count_block_calls(&a.value, blocks))
-                    .sum::<usize>()
+            usize::from(is_block(callee)) + args.iter().map(|a| count_block_calls(&a.value, blocks)).sum::<usize>()
         }
         ExprKind::Pipe { lhs, rhs } => {
             let direct = match &rhs.kind {
@@ -1501,9 +1329,7 @@ fn count_block_calls(e: &ast::Expr, blocks: &HashMap<&str, &ast::Block>) -> usiz
             };
             direct + count_block_calls(lhs, blocks) + count_block_calls(rhs, blocks)
         }
-        ExprKind::Binary { lhs, rhs, .. } => {
-            count_block_calls(lhs, blocks) + count_block_calls(rhs, blocks)
-        }
+        ExprKind::Binary { lhs, rhs, .. } => count_block_calls(lhs, blocks) + count_block_calls(rhs, blocks),
         ExprKind::Neg(inner) => count_block_calls(inner, blocks),
         ExprKind::List(items) => items.iter().map(|i| count_block_calls(i, blocks)).sum(),
         _ => 0,
@@ -1608,12 +1434,8 @@ fn mentioned_names(body: &[ast::Stmt]) -> HashSet<&str> {
         match stmt {
             ast::Stmt::Let { value, .. }
             | ast::Stmt::Return { value, .. }
-            | ast::Stmt::Output {
-                value: Some(value), ..
-            } => walk(value, &mut out),
-            ast::Stmt::Output {
-                name, value: None, ..
-            } => {
+            | ast::Stmt::Output { value: Some(value), .. } => walk(value, &mut out),
+            ast::Stmt::Output { name, value: None, .. } => {
                 out.insert(&name.name);
             }
             ast::Stmt::Train(t) => t.settings.iter().for_each(|s| walk(&s.value, &mut out)),

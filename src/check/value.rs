@@ -102,11 +102,7 @@ pub const fn req(name: &'static str, kind: Kind) -> Param {
 }
 
 pub const fn opt(name: &'static str, kind: Kind, default: Default) -> Param {
-    Param {
-        name,
-        kind,
-        default,
-    }
+    Param { name, kind, default }
 }
 
 impl Param {
@@ -239,11 +235,8 @@ impl Args {
     pub fn int(&self, name: &'static str) -> Result<i64, ArgError> {
         let d = self.dim(name)?;
         d.as_const().ok_or_else(|| {
-            ArgError::at(
-                name,
-                format!("`{name}` must be a known number, but it is `{d}`"),
-            )
-            .hint("layer sizes cannot depend on symbolic dimensions such as B")
+            ArgError::at(name, format!("`{name}` must be a known number, but it is `{d}`"))
+                .hint("layer sizes cannot depend on symbolic dimensions such as B")
         })
     }
 
@@ -259,8 +252,7 @@ impl Args {
     /// A non-negative integer argument.
     pub fn count(&self, name: &'static str) -> Result<usize, ArgError> {
         let v = self.int(name)?;
-        usize::try_from(v)
-            .map_err(|_| ArgError::at(name, format!("`{name}` must not be negative, got {v}")))
+        usize::try_from(v).map_err(|_| ArgError::at(name, format!("`{name}` must not be negative, got {v}")))
     }
 
     /// An integer or `[h, w]` pair, each at least `min`.
@@ -269,24 +261,21 @@ impl Args {
             usize::try_from(v)
                 .ok()
                 .filter(|&v| v >= min)
-                .ok_or_else(|| {
-                    ArgError::at(name, format!("`{name}` must be at least {min}, got {v}"))
-                })
+                .ok_or_else(|| ArgError::at(name, format!("`{name}` must be at least {min}, got {v}")))
         };
         match (self.get(name), self.default(name)) {
             (Some(Value::Int(d)), _) => {
-                let v = check(d.as_const().ok_or_else(|| {
-                    ArgError::at(name, format!("`{name}` must be a known number"))
-                })?)?;
+                let v = check(
+                    d.as_const()
+                        .ok_or_else(|| ArgError::at(name, format!("`{name}` must be a known number")))?,
+                )?;
                 Ok([v, v])
             }
             (Some(Value::List(items)), _) if items.len() == 2 => {
                 let mut out = [0; 2];
                 for (slot, (v, _)) in out.iter_mut().zip(items) {
                     match v {
-                        Value::Int(d) if d.as_const().is_some() => {
-                            *slot = check(d.as_const().unwrap_or(0))?
-                        }
+                        Value::Int(d) if d.as_const().is_some() => *slot = check(d.as_const().unwrap_or(0))?,
                         other => return Err(wrong(name, Kind::Pair, Some(other))),
                     }
                 }
@@ -303,9 +292,7 @@ impl Args {
     pub fn float(&self, name: &'static str) -> Result<f64, ArgError> {
         match (self.get(name), self.default(name)) {
             (Some(Value::Float(v)), _) => Ok(*v),
-            (Some(Value::Int(d)), _) if d.as_const().is_some() => {
-                Ok(d.as_const().unwrap_or(0) as f64)
-            }
+            (Some(Value::Int(d)), _) if d.as_const().is_some() => Ok(d.as_const().unwrap_or(0) as f64),
             (None, Default::Float(v)) => Ok(v),
             (other, _) => Err(wrong(name, Kind::Float, other)),
         }
@@ -351,10 +338,7 @@ impl Args {
 
 fn wrong(name: &'static str, kind: Kind, got: Option<&Value>) -> ArgError {
     match got {
-        None => ArgError::at(
-            name,
-            format!("missing argument `{name}` ({})", kind.describe()),
-        ),
+        None => ArgError::at(name, format!("missing argument `{name}` ({})", kind.describe())),
         Some(v) => ArgError::at(
             name,
             format!("`{name}` expects {}, found {}", kind.describe(), v.kind()),

@@ -26,11 +26,7 @@ pub fn run(args: Args) -> CliResult {
     let mode = if args.train { Mode::Train } else { Mode::Eval };
     let loaded = load(&args.file, mode, args.model.as_deref())?;
     let g = &loaded.model.graph;
-    let outputs: Vec<String> = g
-        .outputs
-        .iter()
-        .map(|(n, id)| format!("{n}: {}", g.ty(*id)))
-        .collect();
+    let outputs: Vec<String> = g.outputs.iter().map(|(n, id)| format!("{n}: {}", g.ty(*id))).collect();
     println!(
         "{}: model `{}` is well formed ({} nodes; outputs {})",
         loaded.source.name,
@@ -52,32 +48,14 @@ pub fn param_table(g: &Graph) -> String {
         .filter_map(|id| match g.op(id) {
             Op::Param(p) => {
                 let count = g.ty(id).dims().map(|d| d.iter().product()).unwrap_or(0);
-                Some((
-                    p.name.clone(),
-                    fmt_shape(&g.ty(id).shape),
-                    count,
-                    p.trainable,
-                ))
+                Some((p.name.clone(), fmt_shape(&g.ty(id).shape), count, p.trainable))
             }
             _ => None,
         })
         .collect();
-    let name_w = rows
-        .iter()
-        .map(|r| r.0.len())
-        .max()
-        .unwrap_or(0)
-        .max("parameter".len());
-    let shape_w = rows
-        .iter()
-        .map(|r| r.1.len())
-        .max()
-        .unwrap_or(0)
-        .max("shape".len());
-    let mut out = format!(
-        "{:<name_w$}  {:<shape_w$}  {:>12}\n",
-        "parameter", "shape", "count"
-    );
+    let name_w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max("parameter".len());
+    let shape_w = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max("shape".len());
+    let mut out = format!("{:<name_w$}  {:<shape_w$}  {:>12}\n", "parameter", "shape", "count");
     let (mut trainable, mut buffers) = (0usize, 0usize);
     for (name, shape, count, is_param) in &rows {
         let note = if *is_param { "" } else { "  (buffer)" };

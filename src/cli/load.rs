@@ -48,8 +48,7 @@ pub fn load(path: &Path, mode: Mode, model: Option<&str>) -> Result<Loaded, CliE
 
 pub fn read_source(path: &Path) -> Result<SourceFile, CliError> {
     let text = std::fs::read(path).map_err(|e| {
-        CliError::new(format!("cannot read `{}`: {e}", path.display()))
-            .hint("check the path; model files end in .net")
+        CliError::new(format!("cannot read `{}`: {e}", path.display())).hint("check the path; model files end in .net")
     })?;
     let text = String::from_utf8(text).map_err(|e| {
         CliError::new(format!(

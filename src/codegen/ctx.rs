@@ -103,13 +103,7 @@ impl Coords {
         let axes = from
             .iter()
             .enumerate()
-            .map(|(a, &n)| {
-                if n == 1 {
-                    int(0)
-                } else {
-                    self.axes[offset + a].clone()
-                }
-            })
+            .map(|(a, &n)| if n == 1 { int(0) } else { self.axes[offset + a].clone() })
             .collect();
         Coords::from_axes(axes)
     }
@@ -146,6 +140,7 @@ pub struct KernelCtx<'a> {
     bound: HashMap<NodeId, Value>,
     params: Vec<(NodeId, KParam)>,
     temps: usize,
+    index_names: HashMap<String, usize>,
     /// Nodes computed in this kernel (for its comment).
     pub covered: BTreeSet<NodeId>,
     pub grid: [u32; 3],
@@ -161,25 +156,27 @@ pub fn c_type(dtype: DType) -> CTy {
     }
 }
 
-/// A C identifier from a node name (`conv1.weight` → `conv1_weight`).
+/// A C identifier from a node name (`conv1.weight` → `conv1_weight`,
+/// `d(relu)` → `d_relu`).
 pub fn sanitize(name: &str) -> String {
-    let mut s: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {
-        s.insert(0, 'v');
+    let mut s = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            s.push(c);
+        } else if !s.ends_with('_') {
+            s.push('_');
+        }
     }
-    s
+    let s = s.trim_matches('_').to_string();
+    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {
+        format!("v{s}")
+    } else {
+        s
+    }
 }
 
 impl<'a> KernelCtx<'a> {
-    pub fn new(
-        graph: &'a Graph,
-        fusion: &'a Fusion,
-        target: Target,
-        root: NodeId,
-    ) -> KernelCtx<'a> {
+    pub fn new(graph: &'a Graph, fusion: &'a Fusion, target: Target, root: NodeId) -> KernelCtx<'a> {
         let out = KParam {
             name: "out".into(),
             ty: c_type(graph.ty(root).dtype),
@@ -197,6 +194,7 @@ impl<'a> KernelCtx<'a> {
             bound: HashMap::new(),
             params: vec![(root, out)],
             temps: 0,
+            index_names: HashMap::new(),
             covered: BTreeSet::from([root]),
             grid: [1, 1, 1],
             block: [1, 1, 1],
@@ -241,11 +239,7 @@ impl<'a> KernelCtx<'a> {
     }
 
     pub fn emit(&mut self, s: KStmt) {
-        self.scopes
-            .last_mut()
-            .expect("a scope is always open")
-            .stmts
-            .push(s);
+        self.scopes.last_mut().expect("a scope is always open").stmts.push(s);
     }
 
     pub fn push_scope(&mut self) {
@@ -257,6 +251,23 @@ impl<'a> KernelCtx<'a> {
 
     pub fn pop_scope(&mut self) -> Vec<KStmt> {
         self.scopes.pop().expect("scopes are balanced").stmts
+    }
+
+    /// Names an integer index expression (`const int iy = ...;`) so that
+    /// generated index arithmetic reads like hand-written code. Names are
+    /// unique within the kernel (`iy`, `iy_1`, ...).
+    pub fn index(&mut self, name: &str, value: KExpr) -> KExpr {
+        if matches!(value, KExpr::Var(_) | KExpr::Int(_)) {
+            return value;
+        }
+        let count = self.index_names.entry(name.to_string()).or_insert(0);
+        let unique = if *count == 0 {
+            name.to_string()
+        } else {
+            format!("{name}_{count}")
+        };
+        *count += 1;
+        self.constant(&unique, CTy::I32, value)
     }
 
     fn fresh(&mut self, prefix: &str) -> String {

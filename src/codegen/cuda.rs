@@ -111,11 +111,7 @@ fn print_stmt(out: &mut String, s: &KStmt, depth: usize) {
             indent(out, depth);
             out.push_str("}\n");
         }
-        KStmt::If {
-            cond,
-            then,
-            otherwise,
-        } => {
+        KStmt::If { cond, then, otherwise } => {
             let _ = writeln!(out, "if ({}) {{", expr(cond));
             print_block(out, then, depth + 1);
             indent(out, depth);
@@ -266,10 +262,7 @@ mod tests {
         assert_eq!(float_literal(1.0), "1.0f");
         assert_eq!(float_literal(1e-5), "1e-5f");
         assert_eq!(float_literal(0.1), "0.1f");
-        assert_eq!(
-            float_literal(f32::NEG_INFINITY),
-            "__int_as_float(0xff800000)"
-        );
+        assert_eq!(float_literal(f32::NEG_INFINITY), "__int_as_float(0xff800000)");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! for A, B and the output; the template supplies the loop schedule.
 
 use super::ctx::{Coords, KernelCtx, Value};
-use super::kir::{f32c, int, load, var, AssignOp, CTy, KExpr, KStmt, Unroll};
+use super::kir::{call, cast, f32c, int, load, select, var, AssignOp, CTy, KExpr, KStmt, Unroll};
 use super::templates::{block_idx, ceil_div, thread_idx};
 use super::Target;
 use crate::ir::NodeId;
@@ -51,11 +51,7 @@ pub fn emit(k: &mut KernelCtx, anchor: NodeId, shape: GemmShape, ops: &dyn GemmO
 fn emit_gpu(k: &mut KernelCtx, anchor: NodeId, s: GemmShape, ops: &dyn GemmOperands) {
     k.cooperative = true;
     k.block = [THREADS as u32, 1, 1];
-    k.grid = [
-        ceil_div(s.n, TILE) as u32,
-        ceil_div(s.m, TILE) as u32,
-        s.batch as u32,
-    ];
+    k.grid = [ceil_div(s.n, TILE) as u32, ceil_div(s.m, TILE) as u32, s.batch as u32];
     let (m_total, n_total, k_total) = (int(s.m as i64), int(s.n as i64), int(s.k as i64));
     let b = if s.batch == 1 {
         int(0)
@@ -84,54 +80,30 @@ fn emit_gpu(k: &mut KernelCtx, anchor: NodeId, s: GemmShape, ops: &dyn GemmOpera
         name: "acc".into(),
         len: MICRO * MICRO,
     });
-    k.emit(unrolled(
+    k.emit(for_loop(
         "r",
         MICRO * MICRO,
+        Unroll::Full,
         vec![set(load("acc", var("r")), f32c(0.0))],
     ));
 
-    let mut tile = Vec::new();
-    // Threads walk A along k and B along n, the contiguous axes of most operands.
+    // Each thread stages 4 elements of A and 4 of B per tile. Threads walk A
+    // along k and B along n, the contiguous axes of most operands.
     k.push_scope();
     let e = k.constant("e", CTy::I32, thread_idx('x') + var("l") * THREADS as i64);
-    let (am, ak) = (
-        m0.clone() + e.clone() / TILE_K as i64,
-        var("k0") + e.clone().rem(int(TILE_K as i64)),
-    );
+    let am = k.index("am", m0.clone() + e.clone() / TILE_K as i64);
+    let ak = k.index("ak", var("k0") + e.clone().rem(int(TILE_K as i64)));
     let a_val = ops.a(k, &b, &am, &ak);
-    let a_in = am
-        .clone()
-        .lt(m_total.clone())
-        .and(ak.clone().lt(k_total.clone()));
-    k.assign(
-        load(
-            "As",
-            e.clone().rem(int(TILE_K as i64)) * a_stride + e.clone() / TILE_K as i64,
-        ),
-        AssignOp::Set,
-        super::kir::select(a_in, a_val, f32c(0.0)),
-    );
-    let (bk, bn) = (
-        var("k0") + e.clone() / TILE as i64,
-        n0.clone() + e.clone().rem(int(TILE as i64)),
-    );
+    let a_in = am.lt(m_total.clone()).and(ak.lt(k_total.clone()));
+    let a_slot = e.clone().rem(int(TILE_K as i64)) * a_stride + e.clone() / TILE_K as i64;
+    k.assign(load("As", a_slot), AssignOp::Set, select(a_in, a_val, f32c(0.0)));
+    let bk = k.index("bk", var("k0") + e.clone() / TILE as i64);
+    let bn = k.index("bn", n0.clone() + e.clone().rem(int(TILE as i64)));
     let b_val = ops.b(k, &b, &bk, &bn);
     let b_in = bk.lt(k_total.clone()).and(bn.lt(n_total.clone()));
-    k.assign(
-        load("Bs", e),
-        AssignOp::Set,
-        super::kir::select(b_in, b_val, f32c(0.0)),
-    );
+    k.assign(load("Bs", e), AssignOp::Set, select(b_in, b_val, f32c(0.0)));
     let loads = k.pop_scope();
-    tile.push(KStmt::For {
-        var: "l".into(),
-        start: int(0),
-        end: int((TILE * TILE_K / THREADS) as i64),
-        step: int(1),
-        body: loads,
-        unroll: Unroll::Full,
-    });
-    tile.push(KStmt::SyncThreads);
+
     let product = vec![
         KStmt::Array {
             ty: CTy::F32,
@@ -143,9 +115,10 @@ fn emit_gpu(k: &mut KernelCtx, anchor: NodeId, s: GemmShape, ops: &dyn GemmOpera
             name: "bv".into(),
             len: MICRO,
         },
-        unrolled(
+        for_loop(
             "r",
             MICRO,
+            Unroll::Full,
             vec![
                 set(
                     load("a", var("r")),
@@ -157,26 +130,23 @@ fn emit_gpu(k: &mut KernelCtx, anchor: NodeId, s: GemmShape, ops: &dyn GemmOpera
                 ),
             ],
         ),
-        unrolled(
+        for_loop(
             "r",
             MICRO * MICRO,
+            Unroll::Full,
             vec![KStmt::Assign {
                 target: load("acc", var("r")),
                 op: AssignOp::Add,
-                value: load("a", var("r") / MICRO as i64)
-                    * load("bv", var("r").rem(int(MICRO as i64))),
+                value: load("a", var("r") / MICRO as i64) * load("bv", var("r").rem(int(MICRO as i64))),
             }],
         ),
     ];
-    tile.push(KStmt::For {
-        var: "kk".into(),
-        start: int(0),
-        end: int(TILE_K as i64),
-        step: int(1),
-        body: product,
-        unroll: Unroll::Full,
-    });
-    tile.push(KStmt::SyncThreads);
+    let tile = vec![
+        for_loop("l", TILE * TILE_K / THREADS, Unroll::Full, loads),
+        KStmt::SyncThreads,
+        for_loop("kk", TILE_K, Unroll::Full, product),
+        KStmt::SyncThreads,
+    ];
     k.emit(KStmt::For {
         var: "k0".into(),
         start: int(0),
@@ -190,11 +160,7 @@ fn emit_gpu(k: &mut KernelCtx, anchor: NodeId, s: GemmShape, ops: &dyn GemmOpera
     // stores are contiguous.
     k.push_scope();
     let gm = k.constant("gm", CTy::I32, m0 + ty + var("r") / MICRO as i64 * 16);
-    let gn = k.constant(
-        "gn",
-        CTy::I32,
-        n0 + tx + var("r").rem(int(MICRO as i64)) * 16,
-    );
+    let gn = k.constant("gn", CTy::I32, n0 + tx + var("r").rem(int(MICRO as i64)) * 16);
     k.push_scope();
     k.bind(anchor, Value::f32(load("acc", var("r"))));
     let at = ops.out(k, &b, &gm, &gn);
@@ -206,17 +172,13 @@ fn emit_gpu(k: &mut KernelCtx, anchor: NodeId, s: GemmShape, ops: &dyn GemmOpera
         otherwise: vec![],
     });
     let epilogue = k.pop_scope();
-    k.emit(unrolled("r", MICRO * MICRO, epilogue));
+    k.emit(for_loop("r", MICRO * MICRO, Unroll::Full, epilogue));
 }
 
 fn emit_cpu(k: &mut KernelCtx, anchor: NodeId, s: GemmShape, ops: &dyn GemmOperands) {
     k.block = [1, 1, 1];
     k.grid = [s.m as u32, s.batch as u32, 1];
-    let acc_ty = if s.k > CPU_DOUBLE_ACC_K {
-        CTy::F64
-    } else {
-        CTy::F32
-    };
+    let acc_ty = if s.k > CPU_DOUBLE_ACC_K { CTy::F64 } else { CTy::F32 };
     let b = if s.batch == 1 {
         int(0)
     } else {
@@ -231,45 +193,39 @@ fn emit_cpu(k: &mut KernelCtx, anchor: NodeId, s: GemmShape, ops: &dyn GemmOpera
         k.constant(
             "width",
             CTy::I32,
-            super::kir::call("min", vec![int(cols as i64), int(s.n as i64) - var("n0")]),
+            call("min", vec![int(cols as i64), int(s.n as i64) - var("n0")]),
         )
+    };
+    let columns = |body| KStmt::For {
+        var: "j".into(),
+        start: int(0),
+        end: width.clone(),
+        step: int(1),
+        body,
+        unroll: Unroll::Never,
     };
     k.emit(KStmt::Array {
         ty: acc_ty,
         name: "acc".into(),
         len: cols,
     });
-    k.emit(KStmt::For {
-        var: "c".into(),
-        start: int(0),
-        end: width.clone(),
-        step: int(1),
-        body: vec![set(load("acc", var("c")), f32c(0.0))],
-        unroll: Unroll::Never,
-    });
+    k.emit(columns(vec![set(load("acc", var("j")), f32c(0.0))]));
     // k outer, columns inner: the inner loop walks B along n, which the
     // C++ compiler vectorises when B is contiguous there.
     k.push_scope();
     let a = ops.a(k, &b, &m, &var("kk"));
     let a = k.name_value(Value::f32(a)).expr;
-    let bv = ops.b(k, &b, &var("kk"), &(var("n0") + var("c")));
-    let acc_update = KStmt::Assign {
-        target: load("acc", var("c")),
-        op: AssignOp::Add,
-        value: if acc_ty == CTy::F64 {
-            super::kir::cast(CTy::F64, a) * bv
-        } else {
-            a * bv
-        },
+    k.push_scope();
+    let n = k.index("n", var("n0") + var("j"));
+    let bv = ops.b(k, &b, &var("kk"), &n);
+    let product = if acc_ty == CTy::F64 {
+        cast(CTy::F64, a) * bv
+    } else {
+        a * bv
     };
-    k.emit(KStmt::For {
-        var: "c".into(),
-        start: int(0),
-        end: width.clone(),
-        step: int(1),
-        body: vec![acc_update],
-        unroll: Unroll::Never,
-    });
+    k.assign(load("acc", var("j")), AssignOp::Add, product);
+    let update = k.pop_scope();
+    k.emit(columns(update));
     let inner = k.pop_scope();
     k.emit(KStmt::For {
         var: "kk".into(),
@@ -280,26 +236,16 @@ fn emit_cpu(k: &mut KernelCtx, anchor: NodeId, s: GemmShape, ops: &dyn GemmOpera
         unroll: Unroll::Compiler,
     });
     k.push_scope();
-    let acc = load("acc", var("c"));
+    let n = k.index("n", var("n0") + var("j"));
+    let acc = load("acc", var("j"));
     k.bind(
         anchor,
-        Value::f32(if acc_ty == CTy::F64 {
-            super::kir::cast(CTy::F32, acc)
-        } else {
-            acc
-        }),
+        Value::f32(if acc_ty == CTy::F64 { cast(CTy::F32, acc) } else { acc }),
     );
-    let at = ops.out(k, &b, &m, &(var("n0") + var("c")));
+    let at = ops.out(k, &b, &m, &n);
     k.store_root(&at);
     let store = k.pop_scope();
-    k.emit(KStmt::For {
-        var: "c".into(),
-        start: int(0),
-        end: width,
-        step: int(1),
-        body: store,
-        unroll: Unroll::Never,
-    });
+    k.emit(columns(store));
     let chunk = k.pop_scope();
     k.emit(KStmt::For {
         var: "n0".into(),
@@ -319,13 +265,13 @@ fn set(target: KExpr, value: KExpr) -> KStmt {
     }
 }
 
-fn unrolled(var_name: &str, n: usize, body: Vec<KStmt>) -> KStmt {
+fn for_loop(var_name: &str, n: usize, unroll: Unroll, body: Vec<KStmt>) -> KStmt {
     KStmt::For {
         var: var_name.into(),
         start: int(0),
         end: int(n as i64),
         step: int(1),
         body,
-        unroll: Unroll::Full,
+        unroll,
     }
 }

@@ -74,17 +74,11 @@ pub fn generate(
             Some(anchor) => graph.op(anchor).lower(&mut k, anchor)?,
             None => templates::elementwise(&mut k),
         }
-        let name = unique_name(
-            &mut names,
-            kernel_name(graph, index, group.root, group.anchor),
-        );
+        let name = unique_name(&mut names, kernel_name(graph, index, group.root, group.anchor));
         let doc = describe(graph, &name, &k, source);
         let buffers = k.param_nodes();
         kernels.push(k.finish(name, doc));
-        launches.push(Launch {
-            kernel: index,
-            buffers,
-        });
+        launches.push(Launch { kernel: index, buffers });
     }
     Ok(Program {
         title: format!("{} ({} schedule)", graph.name, target.name()),
@@ -119,7 +113,9 @@ fn kernel_name(graph: &Graph, index: usize, root: NodeId, anchor: Option<NodeId>
         Some(a) => {
             let anchor_node = graph.node(a);
             parts.push(sanitize(&anchor_node.origin.name));
-            parts.push(anchor_node.op.name().to_string());
+            if anchor_node.origin.name != anchor_node.op.name() {
+                parts.push(anchor_node.op.name().to_string());
+            }
             if a != root && root_node.origin.name != anchor_node.origin.name {
                 parts.push(sanitize(&root_node.origin.name));
             }
@@ -143,11 +139,7 @@ fn unique_name(used: &mut HashSet<String>, name: String) -> String {
 
 /// The kernel's comment: what it computes and which nodes (and lines) it covers.
 fn describe(graph: &Graph, name: &str, k: &KernelCtx, source: Option<&SourceFile>) -> Vec<String> {
-    let ops: Vec<String> = k
-        .covered
-        .iter()
-        .map(|&id| graph.op(id).to_string())
-        .collect();
+    let ops: Vec<String> = k.covered.iter().map(|&id| graph.op(id).to_string()).collect();
     let mut doc = vec![format!("{name}: {}", ops.join(" → "))];
     let nodes: Vec<String> = k
         .covered

@@ -26,22 +26,13 @@ pub fn ceil_div(a: usize, b: usize) -> usize {
 
 /// Runs `body` once per index in `0..n`, with `work` operations per index
 /// (used to size CPU chunks). The body receives the index expression.
-pub fn for_each_output(
-    k: &mut KernelCtx,
-    n: usize,
-    work: usize,
-    body: impl FnOnce(&mut KernelCtx, KExpr),
-) {
+pub fn for_each_output(k: &mut KernelCtx, n: usize, work: usize, body: impl FnOnce(&mut KernelCtx, KExpr)) {
     match k.target {
         Target::Gpu => {
             let threads = GPU_BLOCK.min(n.next_power_of_two()).max(32);
             k.block = [threads as u32, 1, 1];
             k.grid = [ceil_div(n, threads) as u32, 1, 1];
-            let i = k.constant(
-                "i",
-                CTy::I32,
-                block_idx('x') * var("blockDim.x") + thread_idx('x'),
-            );
+            let i = k.constant("i", CTy::I32, block_idx('x') * var("blockDim.x") + thread_idx('x'));
             k.emit(KStmt::If {
                 cond: i.clone().ge(int(n as i64)),
                 then: vec![KStmt::Return],

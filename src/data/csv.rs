@@ -16,8 +16,7 @@ pub(crate) fn read_csv(spec: &CsvSpec) -> Result<Vec<Loaded>, DataError> {
         )));
     }
     let bytes = read_maybe_gz(path)?;
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|e| format_error(path, format!("not UTF-8 text: {e}")))?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| format_error(path, format!("not UTF-8 text: {e}")))?;
     let delim = char::from(spec.delimiter);
     let mut lines = text
         .lines()
@@ -47,10 +46,7 @@ pub(crate) fn read_csv(spec: &CsvSpec) -> Result<Vec<Loaded>, DataError> {
         })
         .collect();
     let mut rows = 0usize;
-    let data_lines = (!is_header)
-        .then_some((first_no, first))
-        .into_iter()
-        .chain(lines);
+    let data_lines = (!is_header).then_some((first_no, first)).into_iter().chain(lines);
     for (line_no, line) in data_lines {
         let cells: Vec<&str> = line.split(delim).collect();
         if cells.len() != ncols {
@@ -183,9 +179,7 @@ fn resolve_columns(spec: &CsvSpec, ncols: usize) -> Result<Vec<Vec<usize>>, Data
         resolved.push(cols);
     }
     if resolved.iter().filter(|c| c.is_none()).count() > 1 {
-        return Err(err(
-            "only one field can take the remaining columns".to_string()
-        ));
+        return Err(err("only one field can take the remaining columns".to_string()));
     }
     let rest: Vec<usize> = (0..ncols).filter(|&c| !taken[c]).collect();
     resolved

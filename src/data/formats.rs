@@ -122,15 +122,10 @@ pub(crate) fn read_idx(name: &str, path: &Path) -> Result<Loaded, DataError> {
             u32::from_be_bytes(w) as usize
         })
         .collect();
-    let count = crate::io::element_count(&dims)
-        .ok_or_else(|| err(format!("dimensions {dims:?} are too large")))?;
+    let count = crate::io::element_count(&dims).ok_or_else(|| err(format!("dimensions {dims:?} are too large")))?;
     let data = &bytes[dims_end..];
     if data.len() != count {
-        let what = if data.len() < count {
-            "truncated"
-        } else {
-            "too long"
-        };
+        let what = if data.len() < count { "truncated" } else { "too long" };
         return Err(err(format!(
             "{what}: the header's dimensions {dims:?} need {count} bytes of data, found {}",
             data.len()
@@ -158,11 +153,7 @@ const CIFAR_RECORD: usize = 1 + CIFAR_PIXELS;
 
 /// CIFAR-10 binary batches: records of one label byte then 3072 pixel bytes,
 /// 1024 red, 1024 green, 1024 blue, each row-major, which is already `[3, 32, 32]`.
-pub(crate) fn read_cifar10(
-    image: &str,
-    label: &str,
-    files: &[PathBuf],
-) -> Result<Vec<Loaded>, DataError> {
+pub(crate) fn read_cifar10(image: &str, label: &str, files: &[PathBuf]) -> Result<Vec<Loaded>, DataError> {
     if files.is_empty() {
         return Err(DataError::Spec("cifar10: no files given".to_string()));
     }
@@ -174,8 +165,7 @@ pub(crate) fn read_cifar10(
         let err = |reason: String| format_error(path, reason);
         if bytes.get(257..262) == Some(b"ustar") {
             return Err(err(
-                "this is a tar archive; extract it (tar xzf) and give the data_batch_*.bin files inside"
-                    .to_string(),
+                "this is a tar archive; extract it (tar xzf) and give the data_batch_*.bin files inside".to_string(),
             ));
         }
         if bytes.is_empty() || bytes.len() % CIFAR_RECORD != 0 {

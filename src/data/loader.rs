@@ -82,9 +82,7 @@ impl LoaderState {
     /// `[seed, epoch, step, len, batch, flags]`, flags bit 0 shuffle, bit 1 drop_last.
     pub fn to_u64s(&self) -> [u64; 6] {
         let flags = u64::from(self.shuffle) | (u64::from(self.drop_last) << 1);
-        [
-            self.seed, self.epoch, self.step, self.len, self.batch, flags,
-        ]
+        [self.seed, self.epoch, self.step, self.len, self.batch, flags]
     }
 
     pub fn from_u64s(words: [u64; 6]) -> Result<LoaderState, DataError> {
@@ -117,10 +115,7 @@ impl LoaderState {
             .strip_prefix(STATE_TAG.as_slice())
             .ok_or_else(|| DataError::State("not a saved loader state (bad tag)".to_string()))?;
         if body.len() != 48 {
-            return Err(DataError::State(format!(
-                "expected 56 bytes, found {}",
-                bytes.len()
-            )));
+            return Err(DataError::State(format!("expected 56 bytes, found {}", bytes.len())));
         }
         let mut words = [0u64; 6];
         for (w, chunk) in words.iter_mut().zip(body.chunks_exact(8)) {
@@ -192,10 +187,7 @@ pub struct Loader {
 }
 
 impl Loader {
-    pub fn new(
-        dataset: impl Into<Arc<Dataset>>,
-        config: LoaderConfig,
-    ) -> Result<Loader, DataError> {
+    pub fn new(dataset: impl Into<Arc<Dataset>>, config: LoaderConfig) -> Result<Loader, DataError> {
         let dataset = dataset.into();
         let len = dataset.len();
         if config.batch == 0 {
@@ -302,23 +294,13 @@ impl Loader {
     pub fn restore(&mut self, state: LoaderState) -> Result<(), DataError> {
         let mine = self.state();
         let differs = |what: &str, theirs: String, ours: String| {
-            DataError::State(format!(
-                "saved with {what} {theirs}, but this loader has {ours}"
-            ))
+            DataError::State(format!("saved with {what} {theirs}, but this loader has {ours}"))
         };
         if state.len != mine.len {
-            return Err(differs(
-                "a dataset of",
-                state.len.to_string(),
-                mine.len.to_string(),
-            ));
+            return Err(differs("a dataset of", state.len.to_string(), mine.len.to_string()));
         }
         if state.batch != mine.batch {
-            return Err(differs(
-                "batch",
-                state.batch.to_string(),
-                mine.batch.to_string(),
-            ));
+            return Err(differs("batch", state.batch.to_string(), mine.batch.to_string()));
         }
         if (state.shuffle, state.drop_last) != (mine.shuffle, mine.drop_last) {
             return Err(differs(
@@ -410,10 +392,7 @@ fn produce(plan: Plan, mut epoch: u64, mut step: u64, tx: SyncSender<Item>) {
     loop {
         let order = plan.order(epoch);
         while step < plan.batches_per_epoch {
-            if tx
-                .send(Item::Batch(plan.batch(&order, epoch, step)))
-                .is_err()
-            {
+            if tx.send(Item::Batch(plan.batch(&order, epoch, step))).is_err() {
                 return;
             }
             step += 1;

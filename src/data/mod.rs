@@ -95,17 +95,12 @@ pub enum Holdout {
 impl Dataset {
     pub fn new(fields: Vec<Field>) -> Result<Dataset, DataError> {
         let Some(first) = fields.first() else {
-            return Err(DataError::Spec(
-                "a dataset needs at least one field".to_string(),
-            ));
+            return Err(DataError::Spec("a dataset needs at least one field".to_string()));
         };
         let len = first.tensor.shape.first().copied().unwrap_or(0);
         for (i, f) in fields.iter().enumerate() {
             if fields[..i].iter().any(|g| g.name == f.name) {
-                return Err(DataError::Spec(format!(
-                    "two fields are named `{}`",
-                    f.name
-                )));
+                return Err(DataError::Spec(format!("two fields are named `{}`", f.name)));
             }
             if let Err(e) = crate::io::check_consistent(&f.tensor) {
                 return Err(DataError::Spec(format!("field `{}`: {e}", f.name)));
@@ -147,10 +142,7 @@ impl Dataset {
     }
 
     pub fn field(&self, name: &str) -> Option<&Tensor> {
-        self.fields
-            .iter()
-            .find(|f| f.name == name)
-            .map(|f| &f.tensor)
+        self.fields.iter().find(|f| f.name == name).map(|f| &f.tensor)
     }
 
     pub fn names(&self) -> Vec<&str> {
@@ -270,11 +262,7 @@ pub fn open(spec: &DataSpec) -> Result<Dataset, DataError> {
             .iter()
             .map(|(name, path)| formats::read_npy_field(name, path))
             .collect::<Result<_, _>>()?,
-        Source::Cifar10 {
-            image,
-            label,
-            files,
-        } => formats::read_cifar10(image, label, files)?,
+        Source::Cifar10 { image, label, files } => formats::read_cifar10(image, label, files)?,
         Source::Csv(csv) => csv::read_csv(csv)?,
     };
     if let Some((first, rest)) = loaded.split_first() {
@@ -294,16 +282,10 @@ pub fn open(spec: &DataSpec) -> Result<Dataset, DataError> {
         }
     }
     let find = |loaded: &[Loaded], name: &str| {
-        loaded
-            .iter()
-            .position(|l| l.field.name == name)
-            .ok_or_else(|| {
-                let names: Vec<&str> = loaded.iter().map(|l| l.field.name.as_str()).collect();
-                DataError::Spec(format!(
-                    "no field `{name}` (the data has {})",
-                    names.join(", ")
-                ))
-            })
+        loaded.iter().position(|l| l.field.name == name).ok_or_else(|| {
+            let names: Vec<&str> = loaded.iter().map(|l| l.field.name.as_str()).collect();
+            DataError::Spec(format!("no field `{name}` (the data has {})", names.join(", ")))
+        })
     };
     for (name, classes) in &spec.classes {
         let l = &loaded[find(&loaded, name)?];
@@ -330,8 +312,7 @@ pub fn open(spec: &DataSpec) -> Result<Dataset, DataError> {
     }
     for (name, how) in &spec.normalize {
         let k = find(&loaded, name)?;
-        normalize(&mut loaded[k].field.tensor, how)
-            .map_err(|m| DataError::Spec(format!("normalize `{name}`: {m}")))?;
+        normalize(&mut loaded[k].field.tensor, how).map_err(|m| DataError::Spec(format!("normalize `{name}`: {m}")))?;
     }
     Dataset::new(loaded.into_iter().map(|l| l.field).collect())
 }
@@ -383,9 +364,7 @@ fn normalize(t: &mut Tensor, how: &Normalize) -> Result<(), String> {
                 chunk.iter_mut().for_each(|x| *x = (*x - m) / s);
             }
         }
-        (Data::I64(_), _) => {
-            return Err("the field is i64; normalisation applies to float fields".to_string())
-        }
+        (Data::I64(_), _) => return Err("the field is i64; normalisation applies to float fields".to_string()),
     }
     Ok(())
 }

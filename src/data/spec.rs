@@ -87,15 +87,11 @@ impl DataSpec {
     }
 
     /// `DataSpec::idx([("image", "train-images.gz"), ("label", "train-labels.gz")])`.
-    pub fn idx<N: Into<String>, P: Into<PathBuf>>(
-        fields: impl IntoIterator<Item = (N, P)>,
-    ) -> DataSpec {
+    pub fn idx<N: Into<String>, P: Into<PathBuf>>(fields: impl IntoIterator<Item = (N, P)>) -> DataSpec {
         DataSpec::new(Source::Idx(named(fields)))
     }
 
-    pub fn npy<N: Into<String>, P: Into<PathBuf>>(
-        fields: impl IntoIterator<Item = (N, P)>,
-    ) -> DataSpec {
+    pub fn npy<N: Into<String>, P: Into<PathBuf>>(fields: impl IntoIterator<Item = (N, P)>) -> DataSpec {
         DataSpec::new(Source::Npy(named(fields)))
     }
 
@@ -139,10 +135,7 @@ impl DataSpec {
     pub fn parse_cli(text: &str, field_names: &[&str]) -> Result<DataSpec, DataError> {
         let spec_err = |m: String| DataError::Spec(format!("--data `{text}`: {m}"));
         let (format, rest) = text.split_once(':').ok_or_else(|| {
-            spec_err(
-                "expected FORMAT:FILES, e.g. npy:x.npy,y.npy (formats: npy, idx, cifar10, csv)"
-                    .to_string(),
-            )
+            spec_err("expected FORMAT:FILES, e.g. npy:x.npy,y.npy (formats: npy, idx, cifar10, csv)".to_string())
         })?;
         let items: Vec<&str> = rest.split(',').map(str::trim).collect();
         if items.iter().any(|s| s.is_empty()) {
@@ -182,9 +175,7 @@ impl DataSpec {
             }
             "csv" => {
                 let (features, label) = two_names()?;
-                let (path, options) = items
-                    .split_first()
-                    .ok_or_else(|| spec_err("no file".to_string()))?;
+                let (path, options) = items.split_first().ok_or_else(|| spec_err("no file".to_string()))?;
                 let mut label_col: isize = 0;
                 let mut header = CsvHeader::Auto;
                 let mut shape = None;
@@ -196,20 +187,16 @@ impl DataSpec {
                     })?;
                     match key {
                         "label" => {
-                            label_col = value.parse().map_err(|_| {
-                                spec_err(format!("label={value}: expected a column number"))
-                            })?
+                            label_col = value
+                                .parse()
+                                .map_err(|_| spec_err(format!("label={value}: expected a column number")))?
                         }
                         "header" => {
                             header = match value {
                                 "yes" => CsvHeader::Present,
                                 "no" => CsvHeader::Absent,
                                 "auto" => CsvHeader::Auto,
-                                _ => {
-                                    return Err(spec_err(format!(
-                                        "header={value}: expected yes, no or auto"
-                                    )))
-                                }
+                                _ => return Err(spec_err(format!("header={value}: expected yes, no or auto"))),
                             }
                         }
                         "shape" => {
@@ -217,16 +204,10 @@ impl DataSpec {
                                 .split('x')
                                 .map(str::parse)
                                 .collect::<Result<Vec<usize>, _>>()
-                                .map_err(|_| {
-                                    spec_err(format!("shape={value}: expected e.g. 1x28x28"))
-                                })?;
+                                .map_err(|_| spec_err(format!("shape={value}: expected e.g. 1x28x28")))?;
                             shape = Some(dims);
                         }
-                        _ => {
-                            return Err(spec_err(format!(
-                                "unknown csv option `{key}` (label, header, shape)"
-                            )))
-                        }
+                        _ => return Err(spec_err(format!("unknown csv option `{key}` (label, header, shape)"))),
                     }
                 }
                 Ok(DataSpec::csv(CsvSpec {
@@ -295,11 +276,6 @@ impl CsvSpec {
     }
 }
 
-fn named<N: Into<String>, P: Into<PathBuf>>(
-    fields: impl IntoIterator<Item = (N, P)>,
-) -> Vec<(String, PathBuf)> {
-    fields
-        .into_iter()
-        .map(|(n, p)| (n.into(), p.into()))
-        .collect()
+fn named<N: Into<String>, P: Into<PathBuf>>(fields: impl IntoIterator<Item = (N, P)>) -> Vec<(String, PathBuf)> {
+    fields.into_iter().map(|(n, p)| (n.into(), p.into())).collect()
 }

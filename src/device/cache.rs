@@ -133,8 +133,7 @@ mod tests {
     use super::*;
 
     fn temp_cache(name: &str) -> DiskCache {
-        let dir =
-            std::env::temp_dir().join(format!("netc-cache-test-{name}-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("netc-cache-test-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         DiskCache::new(dir)
     }

@@ -122,8 +122,7 @@ impl Kernel {
     }
 
     pub fn attributes(&self) -> Result<KernelAttributes, CudaError> {
-        let get =
-            |attr: CUfunction_attribute, op| self.function.get_attribute(attr).map_err(driver(op));
+        let get = |attr: CUfunction_attribute, op| self.function.get_attribute(attr).map_err(driver(op));
         Ok(KernelAttributes {
             registers: get(
                 CUfunction_attribute::CU_FUNC_ATTRIBUTE_NUM_REGS,
@@ -148,18 +147,14 @@ impl Kernel {
 impl CudaModule {
     pub fn kernel(&self, name: &str) -> Result<Kernel, CudaError> {
         if name.contains('\0') {
-            return Err(CudaError::Invalid(format!(
-                "kernel name {name:?} contains a NUL byte"
-            )));
+            return Err(CudaError::Invalid(format!("kernel name {name:?} contains a NUL byte")));
         }
         match self.module.load_function(name) {
             Ok(function) => Ok(Kernel {
                 name: name.to_string(),
                 function,
             }),
-            Err(DriverError(CUresult::CUDA_ERROR_NOT_FOUND)) => Err(CudaError::NoSuchKernel {
-                name: name.to_string(),
-            }),
+            Err(DriverError(CUresult::CUDA_ERROR_NOT_FOUND)) => Err(CudaError::NoSuchKernel { name: name.to_string() }),
             Err(e) => Err(driver("cuModuleGetFunction")(e)),
         }
     }
@@ -199,9 +194,7 @@ impl CudaDevice {
     pub fn new(ordinal: usize) -> Result<CudaDevice, CudaError> {
         let count = CudaDevice::count()?;
         if count == 0 {
-            return Err(CudaError::NoDevice(
-                "the CUDA driver reports no device".to_string(),
-            ));
+            return Err(CudaError::NoDevice("the CUDA driver reports no device".to_string()));
         }
         if ordinal >= count {
             return Err(CudaError::NoSuchOrdinal { ordinal, count });
@@ -333,9 +326,7 @@ impl CudaDevice {
         }
         let from = src.slice.slice(..src.len);
         let mut to = dst.slice.slice_mut(..dst.len);
-        self.stream
-            .memcpy_dtod(&from, &mut to)
-            .map_err(driver("cuMemcpyDtoD"))
+        self.stream.memcpy_dtod(&from, &mut to).map_err(driver("cuMemcpyDtoD"))
     }
 
     pub fn zero(&self, buffer: &mut DeviceBuffer) -> Result<(), CudaError> {
@@ -346,28 +337,16 @@ impl CudaDevice {
 
     /// Queues a launch; it runs asynchronously. Errors inside the kernel
     /// surface at the next synchronizing call.
-    pub fn launch(
-        &self,
-        kernel: &Kernel,
-        dims: LaunchDims,
-        args: &[KernelArg<'_>],
-    ) -> Result<(), CudaError> {
+    pub fn launch(&self, kernel: &Kernel, dims: LaunchDims, args: &[KernelArg<'_>]) -> Result<(), CudaError> {
         self.launch_inner(kernel, dims, args, false).map(|_| ())
     }
 
     /// Launches and waits; returns the kernel's time in milliseconds, measured
     /// with events around it on the stream.
-    pub fn launch_timed(
-        &self,
-        kernel: &Kernel,
-        dims: LaunchDims,
-        args: &[KernelArg<'_>],
-    ) -> Result<f32, CudaError> {
+    pub fn launch_timed(&self, kernel: &Kernel, dims: LaunchDims, args: &[KernelArg<'_>]) -> Result<f32, CudaError> {
         match self.launch_inner(kernel, dims, args, true)? {
             Some((start, end)) => start.elapsed_ms(&end).map_err(driver("cuEventElapsedTime")),
-            None => Err(CudaError::Invalid(
-                "the driver recorded no timing events".to_string(),
-            )),
+            None => Err(CudaError::Invalid("the driver recorded no timing events".to_string())),
         }
     }
 
@@ -381,9 +360,7 @@ impl CudaDevice {
         check_dims(&kernel.name, dims)?;
         if dims.shared_bytes > DEFAULT_DYNAMIC_SHARED_LIMIT {
             // cudarc does not make the context current for this call.
-            self.ctx
-                .bind_to_thread()
-                .map_err(driver("cuCtxSetCurrent"))?;
+            self.ctx.bind_to_thread().map_err(driver("cuCtxSetCurrent"))?;
             kernel
                 .function
                 .set_attribute(
@@ -419,9 +396,7 @@ impl CudaDevice {
 
     /// Waits for all queued work; reports errors from earlier asynchronous work.
     pub fn synchronize(&self) -> Result<(), CudaError> {
-        self.stream
-            .synchronize()
-            .map_err(driver("cuStreamSynchronize"))?;
+        self.stream.synchronize().map_err(driver("cuStreamSynchronize"))?;
         self.ctx
             .check_err()
             .map_err(driver("an earlier asynchronous operation"))
@@ -535,10 +510,7 @@ mod tests {
                 String::from_utf8_lossy(&output.stderr)
             );
             assert!(output.status.success(), "mode {mode}:\n{text}");
-            assert!(
-                text.contains("1 passed"),
-                "mode {mode}: the child did not run:\n{text}"
-            );
+            assert!(text.contains("1 passed"), "mode {mode}: the child did not run:\n{text}");
             assert!(
                 text.contains("fake driver gave: no CUDA device"),
                 "mode {mode}:\n{text}"

@@ -39,8 +39,7 @@ const CHECKOUT_INCLUDE_DIR: &str = ".nvrtc/nvidia/cuda_runtime/include";
 /// line numbers in the log point into that file.
 pub const PROGRAM_NAME: &str = "netc_kernels.cu";
 
-const SETUP_HINT: &str =
-    "run scripts/setup.sh, or set NETC_NVRTC to libnvrtc.so.12 or the folder that holds it";
+const SETUP_HINT: &str = "run scripts/setup.sh, or set NETC_NVRTC to libnvrtc.so.12 or the folder that holds it";
 
 /// Bumped whenever what a cache entry holds, or how it is keyed, changes.
 const CACHE_FORMAT: &[u8] = b"netc-nvrtc-1";
@@ -79,11 +78,7 @@ pub enum NvrtcError {
 }
 
 fn list(items: &[String]) -> String {
-    items
-        .iter()
-        .map(|i| format!("  {i}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    items.iter().map(|i| format!("  {i}")).collect::<Vec<_>>().join("\n")
 }
 
 fn detail(log: &str) -> String {
@@ -111,10 +106,7 @@ impl NvrtcError {
         else {
             return Ok(None);
         };
-        let header_refs: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|(n, t)| (n.as_str(), t.as_str()))
-            .collect();
+        let header_refs: Vec<(&str, &str)> = headers.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
         let key = DiskCache::key(&[program.as_bytes(), log.as_bytes()]);
         let folder = dir.join(format!("nvrtc-failure-{}", &key[..12]));
         std::fs::create_dir_all(&folder)?;
@@ -133,10 +125,7 @@ impl NvrtcError {
         }
         let source_path = folder.join(PROGRAM_NAME);
         std::fs::write(&source_path, program)?;
-        let report = format!(
-            "# target: {target}\n# options: {}\n{notes}\n{log}",
-            options.join(" ")
-        );
+        let report = format!("# target: {target}\n# options: {}\n{notes}\n{log}", options.join(" "));
         std::fs::write(folder.join("nvrtc.log"), report)?;
         Ok(Some(source_path))
     }
@@ -257,10 +246,7 @@ impl Compiled {
 
 /// The PTX ISA version from a PTX file's `.version` directive.
 pub fn ptx_isa_version(ptx: &str) -> Option<(u32, u32)> {
-    let line = ptx
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with(".version"))?;
+    let line = ptx.lines().map(str::trim).find(|l| l.starts_with(".version"))?;
     let (major, minor) = line[".version".len()..].trim().split_once('.')?;
     Some((major.trim().parse().ok()?, minor.trim().parse().ok()?))
 }
@@ -310,10 +296,7 @@ fn quoted_after<'a>(line: &'a str, prefix: &str) -> Option<&'a str> {
 /// The integer just before `label`, as in `"... 24 registers"`.
 fn number_before(line: &str, label: &str) -> Option<u64> {
     let head = line[..line.find(label)?].trim_end();
-    head.rsplit(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
+    head.rsplit(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
 /// One place to try to open NVRTC from.
@@ -368,26 +351,18 @@ impl NvrtcSearch {
     pub fn new(explicit: Option<&OsStr>, checkout: &Path, exe: Option<&Path>) -> NvrtcSearch {
         if let Some(explicit) = explicit.filter(|e| !e.is_empty()) {
             let path = PathBuf::from(explicit);
-            let file = if path.is_dir() {
-                path.join(LIBRARY_FILE)
-            } else {
-                path
-            };
+            let file = if path.is_dir() { path.join(LIBRARY_FILE) } else { path };
             return NvrtcSearch {
                 locations: vec![Location::File(file)],
             };
         }
-        let mut locations = vec![Location::File(
-            checkout.join(CHECKOUT_LIB_DIR).join(LIBRARY_FILE),
-        )];
+        let mut locations = vec![Location::File(checkout.join(CHECKOUT_LIB_DIR).join(LIBRARY_FILE))];
         // A binary carried to another machine, or installed, finds a `.nvrtc/`
         // that travelled with it, or the library itself next to it.
         if let Some(exe_dir) = exe.and_then(Path::parent) {
             locations.push(Location::File(exe_dir.join(LIBRARY_FILE)));
             for dir in exe_dir.ancestors() {
-                locations.push(Location::File(
-                    dir.join(CHECKOUT_LIB_DIR).join(LIBRARY_FILE),
-                ));
+                locations.push(Location::File(dir.join(CHECKOUT_LIB_DIR).join(LIBRARY_FILE)));
             }
         }
         // The pinned major version first, then cudarc's own list of names.
@@ -477,9 +452,7 @@ impl Nvrtc {
         for location in search.locations() {
             match open_location(location) {
                 Ok((library, path)) => return Api::new(library, path).map(Nvrtc::from_api),
-                Err(_) if matches!(location, Location::System(_)) => {
-                    system_names.push(location_name(location))
-                }
+                Err(_) if matches!(location, Location::System(_)) => system_names.push(location_name(location)),
                 Err(reason) => tried.push(format!("{location}: {reason}")),
             }
         }
@@ -606,13 +579,7 @@ impl Nvrtc {
     }
 
     /// The cache key [`Nvrtc::compile_cached`] uses.
-    pub fn cache_key(
-        &self,
-        source: &str,
-        headers: &[(&str, &str)],
-        target: Target,
-        options: &[String],
-    ) -> String {
+    pub fn cache_key(&self, source: &str, headers: &[(&str, &str)], target: Target, options: &[String]) -> String {
         let (major, minor) = self.version();
         let version = format!("{major}.{minor}");
         let target_tag = target.to_string();
@@ -682,8 +649,7 @@ impl Nvrtc {
         api.compilations.fetch_add(1, Ordering::Relaxed);
         // SAFETY: `program.raw` is a live program; the option array holds
         // `option_count` NUL-terminated strings that outlive the call.
-        let code =
-            unsafe { (api.compile_program)(program.raw, option_count, option_ptrs.as_ptr()) };
+        let code = unsafe { (api.compile_program)(program.raw, option_count, option_ptrs.as_ptr()) };
         let log = program.bytes(api.get_log_size, api.get_log, "nvrtcGetProgramLog")?;
         let log = String::from_utf8_lossy(trim_nul(&log)).into_owned();
         if code == NVRTC_ERROR_COMPILATION {
@@ -691,10 +657,7 @@ impl Nvrtc {
                 log,
                 target,
                 program: source.to_string(),
-                headers: headers
-                    .iter()
-                    .map(|(n, t)| (n.to_string(), t.to_string()))
-                    .collect(),
+                headers: headers.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect(),
                 options: argv.to_vec(),
             });
         }
@@ -705,9 +668,7 @@ impl Nvrtc {
                 let ptx = program.bytes(api.get_ptx_size, api.get_ptx, "nvrtcGetPTX")?;
                 Image::Ptx(String::from_utf8_lossy(trim_nul(&ptx)).into_owned())
             }
-            Target::Cubin { .. } => {
-                Image::Cubin(program.bytes(api.get_cubin_size, api.get_cubin, "nvrtcGetCUBIN")?)
-            }
+            Target::Cubin { .. } => Image::Cubin(program.bytes(api.get_cubin_size, api.get_cubin, "nvrtcGetCUBIN")?),
         };
         Ok((image, log))
     }
@@ -729,12 +690,8 @@ fn read_cached(cache: &DiskCache, key: &str, target: Target) -> Option<Image> {
 }
 
 fn c_string(text: &str, what: &str) -> Result<CString, NvrtcError> {
-    CString::new(text).map_err(|e| {
-        NvrtcError::InvalidInput(format!(
-            "{what} contains a NUL byte at {}",
-            e.nul_position()
-        ))
-    })
+    CString::new(text)
+        .map_err(|e| NvrtcError::InvalidInput(format!("{what} contains a NUL byte at {}", e.nul_position())))
 }
 
 fn count(n: usize, what: &str) -> Result<c_int, NvrtcError> {
@@ -753,12 +710,7 @@ struct ProgramGuard<'a> {
 }
 
 impl ProgramGuard<'_> {
-    fn bytes(
-        &self,
-        size_fn: GetSizeFn,
-        get_fn: GetBytesFn,
-        call: &'static str,
-    ) -> Result<Vec<u8>, NvrtcError> {
+    fn bytes(&self, size_fn: GetSizeFn, get_fn: GetBytesFn, call: &'static str) -> Result<Vec<u8>, NvrtcError> {
         let mut size = 0usize;
         // SAFETY: `self.raw` is a live program and `size` a valid out-pointer.
         let code = unsafe { size_fn(self.raw, &mut size) };
@@ -831,17 +783,11 @@ impl Api {
             return format!("unknown NVRTC error {code}");
         }
         // SAFETY: non-null, NUL-terminated, static storage owned by NVRTC.
-        unsafe { CStr::from_ptr(text) }
-            .to_string_lossy()
-            .into_owned()
+        unsafe { CStr::from_ptr(text) }.to_string_lossy().into_owned()
     }
 }
 
-fn symbol<T: Copy>(
-    library: &libloading::Library,
-    path: &str,
-    name: &'static str,
-) -> Result<T, NvrtcError> {
+fn symbol<T: Copy>(library: &libloading::Library, path: &str, name: &'static str) -> Result<T, NvrtcError> {
     // SAFETY: `T` is the function-pointer type of NVRTC's documented C
     // signature for `name`; the pointer is used only while `library` lives
     // (both are kept together in `Api`).
@@ -867,9 +813,7 @@ fn open_location(location: &Location) -> Result<(libloading::Library, PathBuf), 
             } else {
                 path.clone()
             };
-            let name = path
-                .to_str()
-                .ok_or_else(|| "path is not valid UTF-8".to_string())?;
+            let name = path.to_str().ok_or_else(|| "path is not valid UTF-8".to_string())?;
             open_library(name).map(|lib| (lib, path.clone()))
         }
         Location::System(name) => open_library(name).map(|lib| (lib, PathBuf::from(name))),
@@ -954,10 +898,7 @@ ptxas info    : Used 14 registers, used 1 barriers, 1024 bytes smem, 360 bytes c
             Path::new("/repo"),
             Some(Path::new("/repo/target/debug/netc")),
         );
-        assert_eq!(
-            search.locations(),
-            [Location::File("/no/such/libnvrtc.so.12".into())]
-        );
+        assert_eq!(search.locations(), [Location::File("/no/such/libnvrtc.so.12".into())]);
         let dir = std::env::temp_dir();
         let search = NvrtcSearch::new(Some(dir.as_os_str()), Path::new("/repo"), None);
         assert_eq!(search.locations(), [Location::File(dir.join(LIBRARY_FILE))]);
@@ -974,10 +915,7 @@ ptxas info    : Used 14 registers, used 1 barriers, 1024 bytes smem, 360 bytes c
         let lib = |dir: &str| Location::File(Path::new(dir).join(LIBRARY_FILE));
         assert_eq!(locations[0], lib("/repo/.nvrtc/nvidia/cuda_nvrtc/lib"));
         assert_eq!(locations[1], lib("/carried/bin"));
-        assert_eq!(
-            locations[2],
-            lib("/carried/bin/.nvrtc/nvidia/cuda_nvrtc/lib")
-        );
+        assert_eq!(locations[2], lib("/carried/bin/.nvrtc/nvidia/cuda_nvrtc/lib"));
         assert_eq!(locations[3], lib("/carried/.nvrtc/nvidia/cuda_nvrtc/lib"));
         assert_eq!(locations[4], lib("/.nvrtc/nvidia/cuda_nvrtc/lib"));
         assert_eq!(locations[5], Location::System(LIBRARY_FILE.into()));
@@ -1001,10 +939,7 @@ ptxas info    : Used 14 registers, used 1 barriers, 1024 bytes smem, 360 bytes c
         let err = Nvrtc::load_from(&search).unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, NvrtcError::NotFound { .. }), "{text}");
-        assert!(
-            text.contains("/no/such/dir/libnvrtc.so.12: no such file"),
-            "{text}"
-        );
+        assert!(text.contains("/no/such/dir/libnvrtc.so.12: no such file"), "{text}");
         assert!(
             text.contains("scripts/setup.sh") && text.contains("NETC_NVRTC"),
             "{text}"
@@ -1055,10 +990,7 @@ ptxas info    : Used 14 registers, used 1 barriers, 1024 bytes smem, 360 bytes c
             "#pragma once\n"
         );
         let log = std::fs::read_to_string(folder.join("nvrtc.log")).unwrap();
-        assert!(
-            log.contains("--std=c++17") && log.contains("error: oops"),
-            "{log}"
-        );
+        assert!(log.contains("--std=c++17") && log.contains("error: oops"), "{log}");
         assert!(log.contains("../escape.h"), "{log}");
         assert!(!dir.join("escape.h").exists());
         let not_compile = NvrtcError::InvalidInput("x".into());

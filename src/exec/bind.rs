@@ -10,10 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 /// The sizes of symbols (`B`, `T`) implied by the shapes of given inputs.
 /// `inputs` pairs each input node with its tensor.
-pub fn infer_sizes(
-    graph: &Graph,
-    inputs: &[(NodeId, &Tensor)],
-) -> Result<HashMap<String, i64>, String> {
+pub fn infer_sizes(graph: &Graph, inputs: &[(NodeId, &Tensor)]) -> Result<HashMap<String, i64>, String> {
     let mut sizes: HashMap<String, i64> = HashMap::new();
     // Plain symbols first, then check every size (expressions included).
     for &(id, t) in inputs {
@@ -57,7 +54,11 @@ pub fn infer_sizes(
                         t.shape
                     ))
                 }
-                Err(sym) => return Err(format!("the size `{sym}` of input `{name}` cannot be inferred from the data")),
+                Err(sym) => {
+                    return Err(format!(
+                        "the size `{sym}` of input `{name}` cannot be inferred from the data"
+                    ))
+                }
             }
         }
     }
@@ -120,20 +121,14 @@ pub fn check_weights(
                     DType::F64 => t.dtype().is_float(),
                 };
                 if !fits {
-                    problems.push(format!(
-                        "`{name}` is {}, the model expects {}",
-                        t.dtype(),
-                        ty.dtype
-                    ));
+                    problems.push(format!("`{name}` is {}, the model expects {}", t.dtype(), ty.dtype));
                 }
             }
         }
     }
     for name in weights.keys() {
         if !params.iter().any(|(n, _)| n == name) {
-            problems.push(format!(
-                "unexpected `{name}`: the model has no such parameter"
-            ));
+            problems.push(format!("unexpected `{name}`: the model has no such parameter"));
         }
     }
     if problems.is_empty() {

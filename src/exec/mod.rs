@@ -49,9 +49,7 @@ impl Device {
             DeviceChoice::Auto => match CudaDevice::new(0) {
                 Ok(d) => Ok(Device::Cuda(Arc::new(d))),
                 Err(e) => {
-                    notice(&format!(
-                        "no usable CUDA GPU ({e}); running on the cpu device"
-                    ));
+                    notice(&format!("no usable CUDA GPU ({e}); running on the cpu device"));
                     Ok(Device::Cpu)
                 }
             },
@@ -84,10 +82,7 @@ pub enum ExecError {
     #[error("host shim: {0}")]
     Host(#[from] HostError),
     #[error("NVRTC: {error}{}", saved.as_ref().map(|p| format!("\n  the failing source and log are saved in {}", p.display())).unwrap_or_default())]
-    Nvrtc {
-        error: NvrtcError,
-        saved: Option<PathBuf>,
-    },
+    Nvrtc { error: NvrtcError, saved: Option<PathBuf> },
     #[error("CUDA: {0}")]
     Cuda(#[from] CudaError),
     #[error("{what} `{name}` should be {expected}, got {got}")]
@@ -135,12 +130,7 @@ pub struct Executable {
 impl Executable {
     /// Compiles a specialised graph so that every node in `required` ends
     /// up in a buffer.
-    pub fn new(
-        graph: Graph,
-        required: &[NodeId],
-        device: &Device,
-        options: &Options,
-    ) -> Result<Executable, ExecError> {
+    pub fn new(graph: Graph, required: &[NodeId], device: &Device, options: &Options) -> Result<Executable, ExecError> {
         let fusion = Fusion::new(&graph, required);
         let target = options.target.unwrap_or_else(|| device.default_target());
         let program = generate(&graph, &fusion, target, options.source.as_ref())?;
@@ -154,17 +144,12 @@ impl Executable {
                     &sigs,
                     options.cache.as_ref(),
                 )?;
-                let buffers = plan
-                    .slots
-                    .iter()
-                    .map(|s| vec![0u64; s.bytes.div_ceil(8)])
-                    .collect();
+                let buffers = plan.slots.iter().map(|s| vec![0u64; s.bytes.div_ceil(8)]).collect();
                 Backend::Host { module, buffers }
             }
             Device::Cuda(dev) => {
                 let (major, minor) = dev.compute_capability();
-                let nvrtc =
-                    Nvrtc::load().map_err(|error| ExecError::Nvrtc { error, saved: None })?;
+                let nvrtc = Nvrtc::load().map_err(|error| ExecError::Nvrtc { error, saved: None })?;
                 let source = program.source();
                 let compiled = nvrtc
                     .compile_cached(
@@ -249,9 +234,7 @@ impl Executable {
                     *word = u64::from_le_bytes(w);
                 }
             }
-            Backend::Cuda {
-                device, buffers, ..
-            } => {
+            Backend::Cuda { device, buffers, .. } => {
                 let buf = &mut buffers[slot];
                 let mut padded = bytes;
                 padded.resize(buf.len(), 0);
@@ -269,14 +252,8 @@ impl Executable {
         let len = n * ty.dtype.size_bytes();
         let slot = self.slot(node)?;
         let bytes: Vec<u8> = match &self.backend {
-            Backend::Host { buffers, .. } => buffers[slot]
-                .iter()
-                .flat_map(|w| w.to_le_bytes())
-                .take(len)
-                .collect(),
-            Backend::Cuda {
-                device, buffers, ..
-            } => {
+            Backend::Host { buffers, .. } => buffers[slot].iter().flat_map(|w| w.to_le_bytes()).take(len).collect(),
+            Backend::Cuda { device, buffers, .. } => {
                 let mut b: Vec<u8> = device.read(&buffers[slot])?;
                 b.truncate(len);
                 b
@@ -290,8 +267,7 @@ impl Executable {
     pub fn run(&mut self) -> Result<(), ExecError> {
         match &mut self.backend {
             Backend::Host { module, buffers } => {
-                let ptrs: Vec<*mut c_void> =
-                    buffers.iter_mut().map(|b| b.as_mut_ptr().cast()).collect();
+                let ptrs: Vec<*mut c_void> = buffers.iter_mut().map(|b| b.as_mut_ptr().cast()).collect();
                 for (launch, kernel) in self.program.launches.iter().zip(&self.program.kernels) {
                     let args: Vec<HostArg> = launch
                         .buffers

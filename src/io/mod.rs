@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 pub use self::npy::{decode_npy, encode_npy, read_npy, write_npy};
 pub use self::safetensors::{
-    decode_safetensors, encode_safetensors, read_safetensors, read_safetensors_with_metadata,
-    write_safetensors, write_safetensors_with_metadata,
+    decode_safetensors, encode_safetensors, read_safetensors, read_safetensors_with_metadata, write_safetensors,
+    write_safetensors_with_metadata,
 };
 
 /// What went wrong with which file.
@@ -41,9 +41,7 @@ pub enum IoErrorKind {
     Os(#[source] std::io::Error),
     #[error("not an .npy file: it starts with {found}, an .npy file starts with \\x93NUMPY")]
     NotNpy { found: String },
-    #[error(
-        "unsupported .npy format version {major}.{minor} (versions 1.0, 2.0 and 3.0 are read)"
-    )]
+    #[error("unsupported .npy format version {major}.{minor} (versions 1.0, 2.0 and 3.0 are read)")]
     NpyVersion { major: u8, minor: u8 },
     #[error("truncated: expected {expected} bytes of {what}, found {found}")]
     Truncated {
@@ -168,12 +166,8 @@ pub(crate) fn decode_elements(elem: Elem, big: bool, data: &[u8]) -> Result<Data
                 .map(|w| half::bf16::from_le_bytes(w).to_f32())
                 .collect(),
         )),
-        Elem::F32 => Ok(Data::F32(
-            words::<4>(data, big).map(f32::from_le_bytes).collect(),
-        )),
-        Elem::F64 => Ok(Data::F64(
-            words::<8>(data, big).map(f64::from_le_bytes).collect(),
-        )),
+        Elem::F32 => Ok(Data::F32(words::<4>(data, big).map(f32::from_le_bytes).collect())),
+        Elem::F64 => Ok(Data::F64(words::<8>(data, big).map(f64::from_le_bytes).collect())),
     }
 }
 

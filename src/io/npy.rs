@@ -44,10 +44,7 @@ pub fn encode_npy(tensor: &Tensor) -> Result<Vec<u8>, IoErrorKind> {
         [d] => format!("({d},)"),
         dims => format!(
             "({})",
-            dims.iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
         ),
     };
     // The exact text numpy writes, so files are byte-identical to `np.save`.
@@ -66,9 +63,8 @@ pub fn encode_npy(tensor: &Tensor) -> Result<Vec<u8>, IoErrorKind> {
     if version == 1 {
         out.extend_from_slice(&(header_len as u16).to_le_bytes());
     } else {
-        let len = u32::try_from(header_len).map_err(|_| {
-            IoErrorKind::BadHeader(format!("a header of {header_len} bytes cannot be written"))
-        })?;
+        let len = u32::try_from(header_len)
+            .map_err(|_| IoErrorKind::BadHeader(format!("a header of {header_len} bytes cannot be written")))?;
         out.extend_from_slice(&len.to_le_bytes());
     }
     out.extend_from_slice(dict.as_bytes());
@@ -265,10 +261,7 @@ fn parse_header(text: &str) -> Result<Header, IoErrorKind> {
     let lit = p.value(0).map_err(bad)?;
     p.skip_ws();
     if p.pos != p.s.len() {
-        return Err(bad(format!(
-            "unexpected text after the dictionary at byte {}",
-            p.pos
-        )));
+        return Err(bad(format!("unexpected text after the dictionary at byte {}", p.pos)));
     }
     let Lit::Dict(entries) = lit else {
         return Err(bad("the header is not a dictionary".to_string()));
@@ -284,8 +277,7 @@ fn parse_header(text: &str) -> Result<Header, IoErrorKind> {
         Some(Lit::Seq(_)) => {
             return Err(IoErrorKind::UnsupportedDtype {
                 dtype: "structured".to_string(),
-                hint:
-                    "structured (record) arrays are not supported; save each field as its own array",
+                hint: "structured (record) arrays are not supported; save each field as its own array",
             })
         }
         _ => return Err(bad("no string `descr` key".to_string())),
@@ -414,18 +406,11 @@ impl LitParser<'_> {
                     b"True" => Ok(Lit::Bool(true)),
                     b"False" => Ok(Lit::Bool(false)),
                     b"None" => Ok(Lit::None),
-                    word => Err(format!(
-                        "unexpected word `{}`",
-                        String::from_utf8_lossy(word)
-                    )),
+                    word => Err(format!("unexpected word `{}`", String::from_utf8_lossy(word))),
                 }
             }
             Some(b'-') => Err("a negative number where a dimension was expected".to_string()),
-            Some(c) => Err(format!(
-                "unexpected character {:?} at byte {}",
-                char::from(c),
-                self.pos
-            )),
+            Some(c) => Err(format!("unexpected character {:?} at byte {}", char::from(c), self.pos)),
         }
     }
 
@@ -449,11 +434,7 @@ impl LitParser<'_> {
                 self.pos += 1;
                 Ok(false)
             }
-            _ => Err(format!(
-                "expected `,` or `{}` at byte {}",
-                char::from(close),
-                self.pos
-            )),
+            _ => Err(format!("expected `,` or `{}` at byte {}", char::from(close), self.pos)),
         }
     }
 }
@@ -484,8 +465,7 @@ mod tests {
 
     #[test]
     fn header_parser_accepts_python2_longs_and_rejects_deep_nesting() {
-        let h =
-            parse_header("{'descr': '<f4', 'fortran_order': False, 'shape': (2L, 3L), }").unwrap();
+        let h = parse_header("{'descr': '<f4', 'fortran_order': False, 'shape': (2L, 3L), }").unwrap();
         assert_eq!(h.shape, vec![2, 3]);
         let deep = format!(
             "{{'descr': '<f4', 'fortran_order': False, 'shape': {}{}}}",

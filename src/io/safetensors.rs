@@ -19,9 +19,7 @@ pub fn read_safetensors(path: impl AsRef<Path>) -> Result<TensorMap, IoError> {
     read_safetensors_with_metadata(path).map(|(tensors, _)| tensors)
 }
 
-pub fn read_safetensors_with_metadata(
-    path: impl AsRef<Path>,
-) -> Result<(TensorMap, MetadataMap), IoError> {
+pub fn read_safetensors_with_metadata(path: impl AsRef<Path>) -> Result<(TensorMap, MetadataMap), IoError> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| IoError::new(path, IoErrorKind::Os(e)))?;
     decode_safetensors(&bytes).map_err(|kind| IoError::new(path, kind))
@@ -44,10 +42,7 @@ pub fn write_safetensors_with_metadata(
     write_atomically(path, &bytes).map_err(|e| IoError::new(path, IoErrorKind::Os(e)))
 }
 
-pub fn encode_safetensors(
-    tensors: &TensorMap,
-    metadata: &MetadataMap,
-) -> Result<Vec<u8>, IoErrorKind> {
+pub fn encode_safetensors(tensors: &TensorMap, metadata: &MetadataMap) -> Result<Vec<u8>, IoErrorKind> {
     let mut bytes = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         if name == "__metadata__" {
@@ -63,13 +58,11 @@ pub fn encode_safetensors(
             DType::F64 => Dtype::F64,
             DType::I64 => Dtype::I64,
         };
-        let view =
-            TensorView::new(dtype, t.shape.clone(), data).map_err(|e| tensor_error(name, e))?;
+        let view = TensorView::new(dtype, t.shape.clone(), data).map_err(|e| tensor_error(name, e))?;
         views.push((name.as_str(), view));
     }
     let mut meta: HashMap<String, String> = metadata.clone().into_iter().collect();
-    meta.entry("format".to_string())
-        .or_insert_with(|| "pt".to_string());
+    meta.entry("format".to_string()).or_insert_with(|| "pt".to_string());
     ::safetensors::serialize(views, Some(meta)).map_err(|e| IoErrorKind::Safetensors(e.to_string()))
 }
 
@@ -95,10 +88,8 @@ pub fn decode_safetensors(bytes: &[u8]) -> Result<(TensorMap, MetadataMap), IoEr
         });
     }
     let header = &bytes[8..8 + header_len as usize];
-    let text = std::str::from_utf8(header)
-        .map_err(|e| IoErrorKind::BadHeader(format!("not UTF-8: {e}")))?;
-    let parsed: Metadata =
-        serde_json::from_str(text).map_err(|e| IoErrorKind::BadHeader(e.to_string()))?;
+    let text = std::str::from_utf8(header).map_err(|e| IoErrorKind::BadHeader(format!("not UTF-8: {e}")))?;
+    let parsed: Metadata = serde_json::from_str(text).map_err(|e| IoErrorKind::BadHeader(e.to_string()))?;
     let found = after - header_len;
     let expected = parsed.data_len() as u64;
     if found < expected {
@@ -109,19 +100,13 @@ pub fn decode_safetensors(bytes: &[u8]) -> Result<(TensorMap, MetadataMap), IoEr
         });
     }
 
-    let file =
-        SafeTensors::deserialize(bytes).map_err(|e| IoErrorKind::Safetensors(e.to_string()))?;
+    let file = SafeTensors::deserialize(bytes).map_err(|e| IoErrorKind::Safetensors(e.to_string()))?;
     let mut tensors = TensorMap::new();
     for (name, view) in file.tensors() {
         let tensor = convert(&view).map_err(|e| tensor_error(&name, e))?;
         tensors.insert(name, tensor);
     }
-    let metadata = parsed
-        .metadata()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
+    let metadata = parsed.metadata().clone().unwrap_or_default().into_iter().collect();
     Ok((tensors, metadata))
 }
 

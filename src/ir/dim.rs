@@ -80,11 +80,7 @@ impl Dim {
     /// Handles a constant divisor and a divisor of a single term.
     pub fn div_exact(&self, divisor: &Dim) -> Option<Dim> {
         if divisor.terms.len() != 1 {
-            return if divisor == self {
-                Some(Dim::lit(1))
-            } else {
-                None
-            };
+            return if divisor == self { Some(Dim::lit(1)) } else { None };
         }
         let (dm, dc) = divisor.terms.iter().next()?;
         let mut terms = BTreeMap::new();
@@ -133,11 +129,7 @@ impl Dim {
         for (m, c) in &self.terms {
             let mut term = Dim::lit(*c);
             for s in m {
-                term = term.mul(
-                    &bindings
-                        .get(s)
-                        .map_or_else(|| Dim::sym(s), |&v| Dim::lit(v)),
-                );
+                term = term.mul(&bindings.get(s).map_or_else(|| Dim::sym(s), |&v| Dim::lit(v)));
             }
             out = out.add(&term);
         }
@@ -223,9 +215,6 @@ mod tests {
         assert_eq!(d.eval(&env), Err("T".to_string()));
         env.insert("T".into(), 5);
         assert_eq!(d.eval(&env), Ok(20));
-        assert_eq!(
-            d.bind(&HashMap::from([("B".to_string(), 2)])).to_string(),
-            "T*2"
-        );
+        assert_eq!(d.bind(&HashMap::from([("B".to_string(), 2)])).to_string(), "T*2");
     }
 }

@@ -204,9 +204,7 @@ impl SExpr {
         match self {
             SExpr::Unary(op, a) => SExpr::unary(*op, a.map_leaves(f)),
             SExpr::Binary(op, a, b) => SExpr::binary(*op, a.map_leaves(f), b.map_leaves(f)),
-            SExpr::Select(c, a, b) => {
-                SExpr::select(c.map_leaves(f), a.map_leaves(f), b.map_leaves(f))
-            }
+            SExpr::Select(c, a, b) => SExpr::select(c.map_leaves(f), a.map_leaves(f), b.map_leaves(f)),
             leaf => f(leaf).unwrap_or_else(|| leaf.clone()),
         }
     }
@@ -303,14 +301,9 @@ impl SExpr {
         match self {
             SExpr::Arg(k) => env.args[*k],
             SExpr::Const(v) => *v,
-            SExpr::Size(d) => d
-                .as_const()
-                .unwrap_or_else(|| panic!("unbound size {d} at evaluation"))
-                as f64,
+            SExpr::Size(d) => d.as_const().unwrap_or_else(|| panic!("unbound size {d} at evaluation")) as f64,
             SExpr::Coord(axis) => env.coords[*axis] as f64,
-            SExpr::Uniform { seed, salt } => {
-                uniform(env.args[*seed] as i64 as u64, *salt, env.flat as u32)
-            }
+            SExpr::Uniform { seed, salt } => uniform(env.args[*seed] as i64 as u64, *salt, env.flat as u32),
             SExpr::Unary(op, a) => apply_unary(*op, a.eval(env)),
             SExpr::Binary(op, a, b) => apply_binary(*op, a.eval(env), b.eval(env)),
             SExpr::Select(c, a, b) => {
@@ -384,9 +377,7 @@ pub fn fmix32(mut h: u32) -> u32 {
 /// The counter-based uniform generator; `runtime/netc.cuh` has the same
 /// function (`netc_uniform`) bit for bit.
 pub fn uniform(seed: u64, salt: u32, index: u32) -> f64 {
-    let key = fmix32(
-        (seed as u32) ^ fmix32(((seed >> 32) as u32).wrapping_add(salt.wrapping_mul(0x9e37_79b9))),
-    );
+    let key = fmix32((seed as u32) ^ fmix32(((seed >> 32) as u32).wrapping_add(salt.wrapping_mul(0x9e37_79b9))));
     let h = fmix32(fmix32(index ^ key).wrapping_add(key));
     f64::from(h >> 8) * (1.0 / 16_777_216.0)
 }

@@ -112,13 +112,7 @@ impl Graph {
     }
 
     /// Adds a node whose type the caller already knows (e.g. when copying a checked graph).
-    pub fn add_typed(
-        &mut self,
-        op: Op,
-        operands: &[NodeId],
-        ty: TensorType,
-        origin: Origin,
-    ) -> NodeId {
+    pub fn add_typed(&mut self, op: Op, operands: &[NodeId], ty: TensorType, origin: Origin) -> NodeId {
         let id = self.g.add_node(Node { op, ty, origin });
         for (slot, &o) in operands.iter().enumerate() {
             self.g.add_edge(o, id, slot as u32);
@@ -181,9 +175,7 @@ impl Graph {
 
     /// Trainable parameters and buffers, in creation order.
     pub fn params(&self) -> Vec<NodeId> {
-        self.ids()
-            .filter(|&id| matches!(self.op(id), Op::Param(_)))
-            .collect()
+        self.ids().filter(|&id| matches!(self.op(id), Op::Param(_))).collect()
     }
 
     pub fn param_named(&self, name: &str) -> Option<NodeId> {
@@ -199,10 +191,7 @@ impl Graph {
     }
 
     pub fn output_named(&self, name: &str) -> Option<NodeId> {
-        self.outputs
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, id)| *id)
+        self.outputs.iter().find(|(n, _)| n == name).map(|(_, id)| *id)
     }
 
     /// Symbols that occur in any node's shape.
@@ -210,11 +199,7 @@ impl Graph {
         let mut syms: Vec<String> = self
             .g
             .node_weights()
-            .flat_map(|n| {
-                n.ty.shape
-                    .iter()
-                    .flat_map(|d| d.symbols().map(String::from))
-            })
+            .flat_map(|n| n.ty.shape.iter().flat_map(|d| d.symbols().map(String::from)))
             .collect();
         syms.sort();
         syms.dedup();

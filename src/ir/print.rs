@@ -10,18 +10,10 @@ pub fn to_text(graph: &Graph, source: Option<&SourceFile>) -> String {
     let mut out = format!("graph {} ({} nodes)\n", graph.name, graph.len());
     for id in graph.topo_order() {
         let node = graph.node(id);
-        let operands: Vec<String> = graph
-            .operands(id)
-            .iter()
-            .map(|o| format!("%{}", o.index()))
-            .collect();
+        let operands: Vec<String> = graph.operands(id).iter().map(|o| format!("%{}", o.index())).collect();
         let head = match &node.op {
             Op::Input(i) => format!("input {}", i.name),
-            Op::Param(p) => format!(
-                "{} {}",
-                if p.trainable { "param" } else { "buffer" },
-                p.name
-            ),
+            Op::Param(p) => format!("{} {}", if p.trainable { "param" } else { "buffer" }, p.name),
             op => format!("{op} {}", operands.join(", ")),
         };
         let _ = write!(out, "  %{} = {} : {}", id.index(), head.trim_end(), node.ty);

@@ -74,13 +74,7 @@ impl ConvGeometry {
 
 /// Visits every (input, weight, output) index triple of a convolution: the
 /// one loop nest the forward pass and both gradients are defined by.
-fn for_each_tap(
-    x: &[usize],
-    w: &[usize],
-    y: &[usize],
-    geo: &ConvGeometry,
-    mut f: impl FnMut(usize, usize, usize),
-) {
+fn for_each_tap(x: &[usize], w: &[usize], y: &[usize], geo: &ConvGeometry, mut f: impl FnMut(usize, usize, usize)) {
     let (n, c, h, wd) = (x[0], x[1], x[2], x[3]);
     let (o, cg, kh, kw) = (w[0], w[1], w[2], w[3]);
     let (ho, wo) = (y[2], y[3]);
@@ -115,10 +109,8 @@ fn for_each_tap(
 
 fn check_weight(geo: &ConvGeometry, x: &TensorType, w: &TensorType) -> OpResult<()> {
     if x.rank() != 4 {
-        return Err(
-            OpError::new(format!("conv2d expects an NCHW input of rank 4, got {x}"))
-                .with_hint("add a batch axis, or `reshape` the input to [N, C, H, W]"),
-        );
+        return Err(OpError::new(format!("conv2d expects an NCHW input of rank 4, got {x}"))
+            .with_hint("add a batch axis, or `reshape` the input to [N, C, H, W]"));
     }
     if w.rank() != 4 {
         return Err(OpError::new(format!(
@@ -166,12 +158,7 @@ impl Primitive for Conv2d {
     }
     fn lower(&self, k: &mut KernelCtx, node: NodeId) -> Result<(), CodegenError> {
         let ops = k.graph.operands(node);
-        let d = ConvDims::new(
-            &k.dims(ops[0]),
-            &k.dims(ops[1]),
-            &k.dims(node),
-            self.geometry,
-        );
+        let d = ConvDims::new(&k.dims(ops[0]), &k.dims(ops[1]), &k.dims(node), self.geometry);
         let plan = ConvGemm {
             d,
             geo: self.geometry,
@@ -212,12 +199,7 @@ impl Primitive for Conv2d {
         });
         y
     }
-    fn backward(
-        &self,
-        ad: &mut AdCtx,
-        node: NodeId,
-        grad: NodeId,
-    ) -> OpResult<Vec<Option<NodeId>>> {
+    fn backward(&self, ad: &mut AdCtx, node: NodeId, grad: NodeId) -> OpResult<Vec<Option<NodeId>>> {
         let ops = ad.g.operands(node);
         let (x, w) = (ops[0], ops[1]);
         let x_shape = ad.ty(x).shape.clone();
@@ -256,12 +238,7 @@ impl Primitive for Conv2dGradInput {
     }
     fn lower(&self, k: &mut KernelCtx, node: NodeId) -> Result<(), CodegenError> {
         let ops = k.graph.operands(node);
-        let d = ConvDims::new(
-            &k.dims(node),
-            &k.dims(ops[1]),
-            &k.dims(ops[0]),
-            self.geometry,
-        );
+        let d = ConvDims::new(&k.dims(node), &k.dims(ops[1]), &k.dims(ops[0]), self.geometry);
         let plan = ConvGemm {
             d,
             geo: self.geometry,
@@ -286,10 +263,7 @@ impl Primitive for Conv2dGradInput {
         let (gy, w) = (inputs[0], inputs[1]);
         let channels = w.shape[1].mul(&Dim::lit(self.geometry.groups as i64));
         let [h, wd] = self.input_hw.clone();
-        Ok(TensorType::new(
-            gy.dtype,
-            vec![gy.shape[0].clone(), channels, h, wd],
-        ))
+        Ok(TensorType::new(gy.dtype, vec![gy.shape[0].clone(), channels, h, wd]))
     }
     fn eval<T: Real>(&self, inputs: &[&RefTensor<T>], out: &[usize]) -> RefTensor<T> {
         let (gy, w) = (inputs[0], inputs[1]);
@@ -327,12 +301,7 @@ impl Primitive for Conv2dGradWeight {
     }
     fn lower(&self, k: &mut KernelCtx, node: NodeId) -> Result<(), CodegenError> {
         let ops = k.graph.operands(node);
-        let d = ConvDims::new(
-            &k.dims(ops[1]),
-            &k.dims(node),
-            &k.dims(ops[0]),
-            self.geometry,
-        );
+        let d = ConvDims::new(&k.dims(ops[1]), &k.dims(node), &k.dims(ops[0]), self.geometry);
         let plan = ConvGemm {
             d,
             geo: self.geometry,
@@ -429,43 +398,57 @@ fn i(v: usize) -> KExpr {
 
 impl ConvGemm {
     /// (sample, group) of a batch index that runs over samples × groups.
-    fn sample_group(&self, b: &KExpr) -> (KExpr, KExpr) {
+    fn sample_group(&self, k: &mut KernelCtx, b: &KExpr) -> (KExpr, KExpr) {
         if self.d.g == 1 {
             (b.clone(), int(0))
         } else {
-            (b.clone() / self.d.g as i64, b.clone().rem(i(self.d.g)))
+            (
+                k.index("n", b.clone() / self.d.g as i64),
+                k.index("g", b.clone().rem(i(self.d.g))),
+            )
         }
     }
 
     /// (channel-in-group, ky, kx) of a flattened kernel tap index.
-    fn tap(&self, q: &KExpr) -> (KExpr, KExpr, KExpr) {
+    fn tap(&self, k: &mut KernelCtx, first: &str, q: &KExpr) -> (KExpr, KExpr, KExpr) {
         let (kh, kw) = (self.d.kh, self.d.kw);
+        let c = k.index(first, q.clone() / (kh * kw) as i64);
+        let ky = k.index("ky", (q.clone() / kw as i64).rem(i(kh)));
+        let kx = k.index("kx", q.clone().rem(i(kw)));
+        (c, ky, kx)
+    }
+
+    /// (row, column) of a flattened position in an h × w plane.
+    fn pixel(&self, k: &mut KernelCtx, names: [&str; 2], p: &KExpr, w: usize) -> (KExpr, KExpr) {
         (
-            q.clone() / (kh * kw) as i64,
-            (q.clone() / kw as i64).rem(i(kh)),
-            q.clone().rem(i(kw)),
+            k.index(names[0], p.clone() / w as i64),
+            k.index(names[1], p.clone().rem(i(w))),
         )
     }
 
     /// x[n, g·Cg + c, oy·s − p + ky·d, ...], zero in the padding.
+    #[allow(clippy::too_many_arguments)]
     fn im2col(
         &self,
+        k: &mut KernelCtx,
         n: &KExpr,
         g: &KExpr,
         c: &KExpr,
-        oy: KExpr,
-        ox: KExpr,
-        ky: KExpr,
-        kx: KExpr,
+        (oy, ox): (KExpr, KExpr),
+        (ky, kx): (KExpr, KExpr),
     ) -> KExpr {
         let geo = &self.geo;
         let d = &self.d;
-        let iy = oy * geo.stride[0] as i64 - geo.padding[0] as i64 + ky * geo.dilation[0] as i64;
-        let ix = ox * geo.stride[1] as i64 - geo.padding[1] as i64 + kx * geo.dilation[1] as i64;
+        let iy = k.index(
+            "iy",
+            oy * geo.stride[0] as i64 - geo.padding[0] as i64 + ky * geo.dilation[0] as i64,
+        );
+        let ix = k.index(
+            "ix",
+            ox * geo.stride[1] as i64 - geo.padding[1] as i64 + kx * geo.dilation[1] as i64,
+        );
         let channel = g.clone() * d.cg as i64 + c.clone();
-        let index = ((n.clone() * d.c as i64 + channel) * d.h as i64 + iy.clone()) * d.w as i64
-            + ix.clone();
-        let value = load(self.x.clone(), index);
+        let index = ((n.clone() * d.c as i64 + channel) * d.h as i64 + iy.clone()) * d.w as i64 + ix.clone();
         let mut inside = Vec::new();
         if geo.padding[0] > 0 {
             inside.push(iy.clone().ge(int(0)).and(iy.lt(i(d.h))));
@@ -473,7 +456,7 @@ impl ConvGemm {
         if geo.padding[1] > 0 {
             inside.push(ix.clone().ge(int(0)).and(ix.lt(i(d.w))));
         }
-        guard(inside, value)
+        guard(inside, load(self.x.clone(), index))
     }
 }
 
@@ -489,30 +472,26 @@ fn guard(conds: Vec<KExpr>, value: KExpr) -> KExpr {
 struct Forward<'a>(&'a ConvGemm);
 
 impl GemmOperands for Forward<'_> {
-    fn a(&self, _: &mut KernelCtx, b: &KExpr, m: &KExpr, q: &KExpr) -> KExpr {
+    fn a(&self, k: &mut KernelCtx, b: &KExpr, m: &KExpr, q: &KExpr) -> KExpr {
         let c = &self.0;
-        let (_, g) = c.sample_group(b);
+        let (_, g) = c.sample_group(k, b);
         load(
             c.w.clone(),
             (g * c.d.og as i64 + m.clone()) * (c.d.cg * c.d.kh * c.d.kw) as i64 + q.clone(),
         )
     }
-    fn b(&self, _: &mut KernelCtx, b: &KExpr, q: &KExpr, p: &KExpr) -> KExpr {
+    fn b(&self, k: &mut KernelCtx, b: &KExpr, q: &KExpr, p: &KExpr) -> KExpr {
         let c = &self.0;
-        let (n, g) = c.sample_group(b);
-        let (ci, ky, kx) = c.tap(q);
-        let (oy, ox) = (p.clone() / c.d.wo as i64, p.clone().rem(i(c.d.wo)));
-        c.im2col(&n, &g, &ci, oy, ox, ky, kx)
+        let (n, g) = c.sample_group(k, b);
+        let (ci, ky, kx) = c.tap(k, "ci", q);
+        let out_pixel = c.pixel(k, ["oy", "ox"], p, c.d.wo);
+        c.im2col(k, &n, &g, &ci, out_pixel, (ky, kx))
     }
-    fn out(&self, _: &mut KernelCtx, b: &KExpr, m: &KExpr, p: &KExpr) -> Coords {
+    fn out(&self, k: &mut KernelCtx, b: &KExpr, m: &KExpr, p: &KExpr) -> Coords {
         let c = &self.0;
-        let (n, g) = c.sample_group(b);
-        Coords::from_axes(vec![
-            n,
-            g * c.d.og as i64 + m.clone(),
-            p.clone() / c.d.wo as i64,
-            p.clone().rem(i(c.d.wo)),
-        ])
+        let (n, g) = c.sample_group(k, b);
+        let (oy, ox) = c.pixel(k, ["oy", "ox"], p, c.d.wo);
+        Coords::from_axes(vec![n, g * c.d.og as i64 + m.clone(), oy, ox])
     }
 }
 
@@ -521,51 +500,48 @@ impl GemmOperands for Forward<'_> {
 struct GradInput<'a>(&'a ConvGemm);
 
 impl GemmOperands for GradInput<'_> {
-    fn a(&self, _: &mut KernelCtx, b: &KExpr, c_local: &KExpr, q: &KExpr) -> KExpr {
+    fn a(&self, k: &mut KernelCtx, b: &KExpr, c_local: &KExpr, q: &KExpr) -> KExpr {
         let c = &self.0;
-        let (_, g) = c.sample_group(b);
+        let (_, g) = c.sample_group(k, b);
         let taps = (c.d.kh * c.d.kw) as i64;
-        let o = g * c.d.og as i64 + q.clone() / taps;
+        let o = k.index("o", g * c.d.og as i64 + q.clone() / taps);
         load(
             c.w.clone(),
             (o * c.d.cg as i64 + c_local.clone()) * taps + q.clone().rem(int(taps)),
         )
     }
-    fn b(&self, _: &mut KernelCtx, b: &KExpr, q: &KExpr, p: &KExpr) -> KExpr {
+    fn b(&self, k: &mut KernelCtx, b: &KExpr, q: &KExpr, p: &KExpr) -> KExpr {
         let c = &self.0;
-        let (geo, d) = (&c.geo, &c.d);
-        let (n, g) = c.sample_group(b);
-        let (o_local, ky, kx) = c.tap(q);
-        let (iy, ix) = (p.clone() / d.w as i64, p.clone().rem(i(d.w)));
-        let ty = iy + geo.padding[0] as i64 - ky * geo.dilation[0] as i64;
-        let tx = ix + geo.padding[1] as i64 - kx * geo.dilation[1] as i64;
+        let (geo, d) = (c.geo, c.d);
+        let (n, g) = c.sample_group(k, b);
+        let (o_local, ky, kx) = c.tap(k, "o", q);
+        let (iy, ix) = c.pixel(k, ["iy", "ix"], p, d.w);
+        // The output pixel whose window puts tap (ky, kx) on (iy, ix).
+        let sy = k.index("sy", iy + geo.padding[0] as i64 - ky * geo.dilation[0] as i64);
+        let sx = k.index("sx", ix + geo.padding[1] as i64 - kx * geo.dilation[1] as i64);
         let mut conds = Vec::new();
-        let mut source = |t: KExpr, stride: usize, size: usize| {
+        let mut source = |k: &mut KernelCtx, t: KExpr, stride: usize, size: usize, name: &str| {
             conds.push(t.clone().ge(int(0)));
             let o = if stride == 1 {
                 t
             } else {
                 conds.push(t.clone().rem(i(stride)).eq(int(0)));
-                t / stride as i64
+                k.index(name, t / stride as i64)
             };
             conds.push(o.clone().lt(i(size)));
             o
         };
-        let oy = source(ty, geo.stride[0], d.ho);
-        let ox = source(tx, geo.stride[1], d.wo);
+        let oy = source(k, sy, geo.stride[0], d.ho, "oy");
+        let ox = source(k, sx, geo.stride[1], d.wo, "ox");
         let channel = g * d.og as i64 + o_local;
         let index = ((n * d.o as i64 + channel) * d.ho as i64 + oy) * d.wo as i64 + ox;
         guard(conds, load(c.dy.clone(), index))
     }
-    fn out(&self, _: &mut KernelCtx, b: &KExpr, c_local: &KExpr, p: &KExpr) -> Coords {
+    fn out(&self, k: &mut KernelCtx, b: &KExpr, c_local: &KExpr, p: &KExpr) -> Coords {
         let c = &self.0;
-        let (n, g) = c.sample_group(b);
-        Coords::from_axes(vec![
-            n,
-            g * c.d.cg as i64 + c_local.clone(),
-            p.clone() / c.d.w as i64,
-            p.clone().rem(i(c.d.w)),
-        ])
+        let (n, g) = c.sample_group(k, b);
+        let (iy, ix) = c.pixel(k, ["iy", "ix"], p, c.d.w);
+        Coords::from_axes(vec![n, g * c.d.cg as i64 + c_local.clone(), iy, ix])
     }
 }
 
@@ -573,34 +549,28 @@ impl GemmOperands for GradInput<'_> {
 struct GradWeight<'a>(&'a ConvGemm);
 
 impl GemmOperands for GradWeight<'_> {
-    fn a(&self, _: &mut KernelCtx, g: &KExpr, o: &KExpr, r: &KExpr) -> KExpr {
+    fn a(&self, k: &mut KernelCtx, g: &KExpr, o: &KExpr, r: &KExpr) -> KExpr {
         let c = &self.0;
         let plane = (c.d.ho * c.d.wo) as i64;
+        let n = k.index("n", r.clone() / plane);
         let channel = g.clone() * c.d.og as i64 + o.clone();
         load(
             c.dy.clone(),
-            (r.clone() / plane * c.d.o as i64 + channel) * plane + r.clone().rem(int(plane)),
+            (n * c.d.o as i64 + channel) * plane + r.clone().rem(int(plane)),
         )
     }
-    fn b(&self, _: &mut KernelCtx, g: &KExpr, r: &KExpr, q: &KExpr) -> KExpr {
+    fn b(&self, k: &mut KernelCtx, g: &KExpr, r: &KExpr, q: &KExpr) -> KExpr {
         let c = &self.0;
         let plane = (c.d.ho * c.d.wo) as i64;
-        let n = r.clone() / plane;
-        let p = r.clone().rem(int(plane));
-        let (ci, ky, kx) = c.tap(q);
-        c.im2col(
-            &n,
-            g,
-            &ci,
-            p.clone() / c.d.wo as i64,
-            p.rem(i(c.d.wo)),
-            ky,
-            kx,
-        )
+        let n = k.index("n", r.clone() / plane);
+        let p = k.index("p", r.clone().rem(int(plane)));
+        let (ci, ky, kx) = c.tap(k, "ci", q);
+        let out_pixel = c.pixel(k, ["oy", "ox"], &p, c.d.wo);
+        c.im2col(k, &n, g, &ci, out_pixel, (ky, kx))
     }
-    fn out(&self, _: &mut KernelCtx, g: &KExpr, o: &KExpr, q: &KExpr) -> Coords {
+    fn out(&self, k: &mut KernelCtx, g: &KExpr, o: &KExpr, q: &KExpr) -> Coords {
         let c = &self.0;
-        let (ci, ky, kx) = c.tap(q);
+        let (ci, ky, kx) = c.tap(k, "ci", q);
         Coords::from_axes(vec![g.clone() * c.d.og as i64 + o.clone(), ci, ky, kx])
     }
 }

@@ -70,12 +70,7 @@ macro_rules! leaf {
             fn eval<T: Real>(&self, _: &[&RefTensor<T>], _: &[usize]) -> RefTensor<T> {
                 unreachable!("the evaluator binds leaves itself")
             }
-            fn backward(
-                &self,
-                _: &mut AdCtx,
-                _: NodeId,
-                _: NodeId,
-            ) -> OpResult<Vec<Option<NodeId>>> {
+            fn backward(&self, _: &mut AdCtx, _: NodeId, _: NodeId) -> OpResult<Vec<Option<NodeId>>> {
                 Ok(Vec::new())
             }
             fn bind_dims(&self, bindings: &std::collections::HashMap<String, i64>) -> Self {

@@ -39,9 +39,7 @@ pub fn broadcast_shapes(shapes: &[&[Dim]]) -> OpResult<Vec<Dim>> {
                     "shapes {} cannot be broadcast together: size {d} does not match {o}",
                     listed.join(" and ")
                 ))
-                .with_hint(
-                    "broadcasting aligns shapes from the right; each size must match or be 1",
-                ));
+                .with_hint("broadcasting aligns shapes from the right; each size must match or be 1"));
             }
         }
     }
@@ -108,12 +106,7 @@ impl Primitive for Map {
         }
     }
 
-    fn backward(
-        &self,
-        ad: &mut AdCtx,
-        node: NodeId,
-        grad: NodeId,
-    ) -> OpResult<Vec<Option<NodeId>>> {
+    fn backward(&self, ad: &mut AdCtx, node: NodeId, grad: NodeId) -> OpResult<Vec<Option<NodeId>>> {
         let operands = ad.g.operands(node);
         let g = operands.len();
         let mut grads = Vec::with_capacity(g);
@@ -166,13 +159,7 @@ pub fn compact_operands(body: &SExpr, operands: &[NodeId]) -> (SExpr, Vec<NodeId
 }
 
 /// The scalar expression as C, reading operand `k` (broadcast) through the inliner.
-fn translate(
-    e: &SExpr,
-    k: &mut KernelCtx,
-    operands: &[NodeId],
-    shape: &[usize],
-    at: &Coords,
-) -> Value {
+fn translate(e: &SExpr, k: &mut KernelCtx, operands: &[NodeId], shape: &[usize], at: &Coords) -> Value {
     let sub = |e: &SExpr, k: &mut KernelCtx| translate(e, k, operands, shape, at);
     match e {
         SExpr::Arg(i) => {
@@ -181,8 +168,7 @@ fn translate(
         }
         SExpr::Const(v) => Value::f32(f32c(*v)),
         SExpr::Size(d) => Value::f32(f32c(
-            d.as_const()
-                .unwrap_or_else(|| panic!("unbound size {d} in codegen")) as f64,
+            d.as_const().unwrap_or_else(|| panic!("unbound size {d} in codegen")) as f64,
         )),
         SExpr::Coord(a) => Value::new(at.axes[*a].clone(), CTy::I32),
         SExpr::Uniform { seed, salt } => {
@@ -190,11 +176,7 @@ fn translate(
             let index = cast(CTy::U32, at.linear(shape));
             Value::f32(call(
                 "netc_uniform",
-                vec![
-                    cast(CTy::I64, seed.expr),
-                    KExpr::Int(i64::from(*salt)),
-                    index,
-                ],
+                vec![cast(CTy::I64, seed.expr), KExpr::Int(i64::from(*salt)), index],
             ))
         }
         SExpr::Unary(op, a) => {

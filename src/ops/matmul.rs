@@ -82,10 +82,10 @@ impl Primitive for MatMul {
         expect_float("matmul", "left operand", a)?;
         expect_float("matmul", "right operand", b)?;
         if a.rank() < 2 || b.rank() < 2 {
-            return Err(OpError::new(format!(
-                "matmul needs operands of rank 2 or more, got {a} and {b}"
-            ))
-            .with_hint("reshape a vector to [1, n] or [n, 1] first"));
+            return Err(
+                OpError::new(format!("matmul needs operands of rank 2 or more, got {a} and {b}"))
+                    .with_hint("reshape a vector to [1, n] or [n, 1] first"),
+            );
         }
         let (m, k) = matrix_axes(a.rank(), self.trans_a);
         let (k2, n) = matrix_axes(b.rank(), self.trans_b);
@@ -134,12 +134,7 @@ impl Primitive for MatMul {
         })
     }
 
-    fn backward(
-        &self,
-        ad: &mut AdCtx,
-        node: NodeId,
-        grad: NodeId,
-    ) -> OpResult<Vec<Option<NodeId>>> {
+    fn backward(&self, ad: &mut AdCtx, node: NodeId, grad: NodeId) -> OpResult<Vec<Option<NodeId>>> {
         let ops = ad.g.operands(node);
         let (a, b) = (ops[0], ops[1]);
         let (ta, tb) = (self.trans_a, self.trans_b);
@@ -173,17 +168,10 @@ impl Operand {
         let mut axes = Coords::from_flat(b.clone(), batch_shape)
             .broadcast(lead, batch_shape)
             .axes;
-        let (r, c) = if self.transposed {
-            (col, row)
-        } else {
-            (row, col)
-        };
+        let (r, c) = if self.transposed { (col, row) } else { (row, col) };
         axes.push(r.clone());
         axes.push(c.clone());
-        load(
-            self.name.clone(),
-            Coords::from_axes(axes).linear(&self.shape),
-        )
+        load(self.name.clone(), Coords::from_axes(axes).linear(&self.shape))
     }
 }
 

@@ -81,8 +81,7 @@ pub trait Primitive {
 
     /// Gradients of the operands, given the gradient `grad` of this node's
     /// output, built as new nodes in the same graph. `None`: no gradient flows.
-    fn backward(&self, ad: &mut AdCtx, node: NodeId, grad: NodeId)
-        -> OpResult<Vec<Option<NodeId>>>;
+    fn backward(&self, ad: &mut AdCtx, node: NodeId, grad: NodeId) -> OpResult<Vec<Option<NodeId>>>;
 
     fn fusion_role(&self) -> FusionRole;
 

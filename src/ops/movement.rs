@@ -54,12 +54,7 @@ impl Primitive for Reshape {
             data: inputs[0].data.clone(),
         }
     }
-    fn backward(
-        &self,
-        ad: &mut AdCtx,
-        node: NodeId,
-        grad: NodeId,
-    ) -> OpResult<Vec<Option<NodeId>>> {
+    fn backward(&self, ad: &mut AdCtx, node: NodeId, grad: NodeId) -> OpResult<Vec<Option<NodeId>>> {
         let x = ad.g.operands(node)[0];
         let shape = ad.ty(x).shape.clone();
         Ok(vec![Some(ad.reshape(grad, shape)?)])
@@ -171,10 +166,7 @@ impl Primitive for Expand {
                 .zip(&self.shape[self.shape.len() - t.rank()..])
                 .all(|(a, b)| a.is_const(1) || a == b);
         if !fits {
-            return Err(OpError::new(format!(
-                "cannot expand {t} to {}",
-                fmt_shape(&self.shape)
-            )));
+            return Err(OpError::new(format!("cannot expand {t} to {}", fmt_shape(&self.shape))));
         }
         Ok(TensorType::new(t.dtype, self.shape.clone()))
     }
@@ -182,12 +174,7 @@ impl Primitive for Expand {
         let x = inputs[0];
         RefTensor::from_fn(out, |c| x.data[broadcast_index(c, &x.shape)])
     }
-    fn backward(
-        &self,
-        ad: &mut AdCtx,
-        node: NodeId,
-        grad: NodeId,
-    ) -> OpResult<Vec<Option<NodeId>>> {
+    fn backward(&self, ad: &mut AdCtx, node: NodeId, grad: NodeId) -> OpResult<Vec<Option<NodeId>>> {
         let x = ad.g.operands(node)[0];
         let shape = ad.ty(x).shape.clone();
         Ok(vec![Some(ad.sum_to(grad, &shape)?)])
@@ -227,10 +214,7 @@ impl Primitive for Slice {
         expect_arity("slice", inputs, 1)?;
         let t = inputs[0];
         if self.axis >= t.rank() {
-            return Err(OpError::new(format!(
-                "cannot slice axis {} of {t}",
-                self.axis
-            )));
+            return Err(OpError::new(format!("cannot slice axis {} of {t}", self.axis)));
         }
         let end = self.start.add(&self.len);
         if let (Some(e), Some(n)) = (end.as_const(), t.shape[self.axis].as_const()) {
@@ -255,12 +239,7 @@ impl Primitive for Slice {
             x.at(&src)
         })
     }
-    fn backward(
-        &self,
-        ad: &mut AdCtx,
-        node: NodeId,
-        grad: NodeId,
-    ) -> OpResult<Vec<Option<NodeId>>> {
+    fn backward(&self, ad: &mut AdCtx, node: NodeId, grad: NodeId) -> OpResult<Vec<Option<NodeId>>> {
         let x = ad.g.operands(node)[0];
         let total = ad.ty(x).shape[self.axis].clone();
         let after = total.sub(&self.start).sub(&self.len);
@@ -307,19 +286,13 @@ impl Primitive for Pad {
         guarded_choice(k, x, vec![(inside, Coords::from_axes(axes))])
     }
     fn attrs(&self) -> String {
-        format!(
-            "axis={}, before={}, after={}",
-            self.axis, self.before, self.after
-        )
+        format!("axis={}, before={}, after={}", self.axis, self.before, self.after)
     }
     fn infer(&self, inputs: &[&TensorType]) -> OpResult<TensorType> {
         expect_arity("pad", inputs, 1)?;
         let t = inputs[0];
         if self.axis >= t.rank() {
-            return Err(OpError::new(format!(
-                "cannot pad axis {} of {t}",
-                self.axis
-            )));
+            return Err(OpError::new(format!("cannot pad axis {} of {t}", self.axis)));
         }
         let mut shape = t.shape.clone();
         shape[self.axis] = shape[self.axis].add(&self.before).add(&self.after);
@@ -339,12 +312,7 @@ impl Primitive for Pad {
             x.at(&src)
         })
     }
-    fn backward(
-        &self,
-        ad: &mut AdCtx,
-        node: NodeId,
-        grad: NodeId,
-    ) -> OpResult<Vec<Option<NodeId>>> {
+    fn backward(&self, ad: &mut AdCtx, node: NodeId, grad: NodeId) -> OpResult<Vec<Option<NodeId>>> {
         let x = ad.g.operands(node)[0];
         let len = ad.ty(x).shape[self.axis].clone();
         Ok(vec![Some(ad.add(
@@ -438,12 +406,7 @@ impl Primitive for Concat {
             unreachable!("coordinate beyond the concatenated extent")
         })
     }
-    fn backward(
-        &self,
-        ad: &mut AdCtx,
-        node: NodeId,
-        grad: NodeId,
-    ) -> OpResult<Vec<Option<NodeId>>> {
+    fn backward(&self, ad: &mut AdCtx, node: NodeId, grad: NodeId) -> OpResult<Vec<Option<NodeId>>> {
         let mut start = Dim::lit(0);
         let mut grads = Vec::new();
         for x in ad.g.operands(node) {

@@ -40,12 +40,7 @@ pub struct Window {
 impl Pool2d {
     /// Output size along axis `a` for input size `n` (PyTorch's formula).
     pub fn out_size(&self, a: usize, n: &Dim) -> OpResult<Dim> {
-        let (k, s, p, d) = (
-            self.kernel[a],
-            self.stride[a],
-            self.padding[a],
-            self.dilation[a],
-        );
+        let (k, s, p, d) = (self.kernel[a], self.stride[a], self.padding[a], self.dilation[a]);
         if 2 * p > k {
             return Err(OpError::new(format!(
                 "pooling padding {p} must be at most half the kernel size {k}"
@@ -62,11 +57,7 @@ impl Pool2d {
             return span
                 .floor_div(s as i64)
                 .map(|q| q.add(&Dim::lit(1)))
-                .ok_or_else(|| {
-                    OpError::new(format!(
-                        "pooled size ({span}) / {s} + 1 is not whole for every {n}"
-                    ))
-                });
+                .ok_or_else(|| OpError::new(format!("pooled size ({span}) / {s} + 1 is not whole for every {n}")));
         };
         let span = len + 2 * p as i64 - reach;
         if span < 0 {
@@ -131,11 +122,7 @@ impl Pool2d {
                             }
                         }
                     }
-                    f(
-                        (plane * y[2] + oy) * y[3] + ox,
-                        &taps,
-                        wy.divisor * wx.divisor,
-                    );
+                    f((plane * y[2] + oy) * y[3] + ox, &taps, wy.divisor * wx.divisor);
                 }
             }
         }
@@ -221,12 +208,7 @@ impl Primitive for Pool2d {
         });
         y
     }
-    fn backward(
-        &self,
-        ad: &mut AdCtx,
-        node: NodeId,
-        grad: NodeId,
-    ) -> OpResult<Vec<Option<NodeId>>> {
+    fn backward(&self, ad: &mut AdCtx, node: NodeId, grad: NodeId) -> OpResult<Vec<Option<NodeId>>> {
         let x = ad.g.operands(node)[0];
         let shape = ad.ty(x).shape.clone();
         let op = Pool2dGrad {
@@ -278,10 +260,7 @@ impl Primitive for Pool2dGrad {
             let (iy, ix) = (at.axes[2].clone(), at.axes[3].clone());
             let acc = k.mutable("acc", CTy::F32, f32c(0.0));
             let mut ranges = Vec::new();
-            for (a, (pos, size)) in [(iy.clone(), gs[2]), (ix.clone(), gs[3])]
-                .into_iter()
-                .enumerate()
-            {
+            for (a, (pos, size)) in [(iy.clone(), gs[2]), (ix.clone(), gs[3])].into_iter().enumerate() {
                 ranges.push(self.pool.windows_covering(k, a, pos, size));
             }
             k.push_scope();
@@ -357,11 +336,7 @@ impl Primitive for Pool2dGrad {
         Ok(())
     }
     fn infer(&self, inputs: &[&TensorType]) -> OpResult<TensorType> {
-        let arity = if self.pool.kind == PoolKind::Max {
-            2
-        } else {
-            1
-        };
+        let arity = if self.pool.kind == PoolKind::Max { 2 } else { 1 };
         expect_arity(self.name(), inputs, arity)?;
         let gy = inputs[0];
         let [h, w] = self.input_hw.clone();
@@ -403,15 +378,7 @@ impl Primitive for Pool2dGrad {
 /// Code generation helpers shared by the forward and gradient kernels.
 impl Pool2d {
     /// The pooled value of the window at (oy, ox) of `plane`.
-    fn window_value(
-        &self,
-        k: &mut KernelCtx,
-        x: &str,
-        xs: &[usize],
-        plane: &KExpr,
-        oy: &KExpr,
-        ox: &KExpr,
-    ) -> Value {
+    fn window_value(&self, k: &mut KernelCtx, x: &str, xs: &[usize], plane: &KExpr, oy: &KExpr, ox: &KExpr) -> Value {
         let (h, w) = (xs[2] as i64, xs[3] as i64);
         let start_y = k.constant(
             "y0",
@@ -429,10 +396,7 @@ impl Pool2d {
         };
         let iy = start_y + var("ky") * self.dilation[0] as i64;
         let ix = start_x + var("kx") * self.dilation[1] as i64;
-        let v = load(
-            x.to_string(),
-            (plane.clone() * h + iy.clone()) * w + ix.clone(),
-        );
+        let v = load(x.to_string(), (plane.clone() * h + iy.clone()) * w + ix.clone());
         let update = match self.kind {
             PoolKind::Max => KStmt::Assign {
                 target: acc.clone(),
@@ -491,11 +455,7 @@ impl Pool2d {
         let mut size = Vec::new();
         for (a, o) in [oy, ox].into_iter().enumerate() {
             let n = xs[2 + a] as i64;
-            let (kk, s, p) = (
-                self.kernel[a] as i64,
-                self.stride[a] as i64,
-                self.padding[a] as i64,
-            );
+            let (kk, s, p) = (self.kernel[a] as i64, self.stride[a] as i64, self.padding[a] as i64);
             let start = o.clone() * s - p;
             let extent = if self.count_include_pad {
                 call("min", vec![start.clone() + kk, int(n + p)]) - start
@@ -521,14 +481,9 @@ impl Pool2d {
         let (h, w) = (xs[2] as i64, xs[3] as i64);
         let best = k.mutable("best", CTy::F32, f32c(f64::NEG_INFINITY));
         let pos = k.mutable("at", CTy::I32, int(-1));
-        let iy = oy.clone() * self.stride[0] as i64 - self.padding[0] as i64
-            + var("ky") * self.dilation[0] as i64;
-        let ix = ox.clone() * self.stride[1] as i64 - self.padding[1] as i64
-            + var("kx") * self.dilation[1] as i64;
-        let v = load(
-            x.to_string(),
-            (plane.clone() * h + iy.clone()) * w + ix.clone(),
-        );
+        let iy = oy.clone() * self.stride[0] as i64 - self.padding[0] as i64 + var("ky") * self.dilation[0] as i64;
+        let ix = ox.clone() * self.stride[1] as i64 - self.padding[1] as i64 + var("kx") * self.dilation[1] as i64;
+        let v = load(x.to_string(), (plane.clone() * h + iy.clone()) * w + ix.clone());
         let inside = iy
             .clone()
             .ge(int(0))
@@ -559,13 +514,7 @@ impl Pool2d {
 
     /// The range [lo, hi) of output positions along axis `a` whose windows
     /// can contain input position `pos`.
-    fn windows_covering(
-        &self,
-        k: &mut KernelCtx,
-        a: usize,
-        pos: KExpr,
-        out_size: usize,
-    ) -> (KExpr, KExpr) {
+    fn windows_covering(&self, k: &mut KernelCtx, a: usize, pos: KExpr, out_size: usize) -> (KExpr, KExpr) {
         let (kk, s, p, d) = (
             self.kernel[a] as i64,
             self.stride[a] as i64,

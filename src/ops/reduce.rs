@@ -33,11 +33,7 @@ impl Reduce {
     pub fn new(kind: ReduceKind, mut axes: Vec<usize>, keepdim: bool) -> Reduce {
         axes.sort_unstable();
         axes.dedup();
-        Reduce {
-            kind,
-            axes,
-            keepdim,
-        }
+        Reduce { kind, axes, keepdim }
     }
 
     /// The input shape with reduced axes kept as size 1.
@@ -45,25 +41,13 @@ impl Reduce {
         input
             .iter()
             .enumerate()
-            .map(|(a, d)| {
-                if self.axes.contains(&a) {
-                    Dim::lit(1)
-                } else {
-                    d.clone()
-                }
-            })
+            .map(|(a, d)| if self.axes.contains(&a) { Dim::lit(1) } else { d.clone() })
             .collect()
     }
 
     /// How many elements each output reduces.
     pub fn extent(&self, input: &[Dim]) -> Dim {
-        numel(
-            &self
-                .axes
-                .iter()
-                .map(|&a| input[a].clone())
-                .collect::<Vec<_>>(),
-        )
+        numel(&self.axes.iter().map(|&a| input[a].clone()).collect::<Vec<_>>())
     }
 }
 
@@ -109,14 +93,7 @@ impl Primitive for Reduce {
             );
             let (mut ko, mut kr) = (ko.into_iter(), kr.into_iter());
             let axes = (0..shape.len())
-                .map(|a| {
-                    if self.axes.contains(&a) {
-                        kr.next()
-                    } else {
-                        ko.next()
-                    }
-                    .expect("axes partition the shape")
-                })
+                .map(|a| if self.axes.contains(&a) { kr.next() } else { ko.next() }.expect("axes partition the shape"))
                 .collect();
             Coords::from_axes(axes)
         };
@@ -127,24 +104,16 @@ impl Primitive for Reduce {
             k.block = [threads as u32, 1, 1];
             k.grid = [n_out as u32, 1, 1];
             let o = k.constant("o", CTy::I32, block_idx('x'));
-            let acc = self.accumulate(
-                k,
-                x,
-                CTy::F32,
-                thread_idx('x'),
-                var("blockDim.x"),
-                extent,
-                &|r| coords(&o, r),
-            );
+            let acc = self.accumulate(k, x, CTy::F32, thread_idx('x'), var("blockDim.x"), extent, &|r| {
+                coords(&o, r)
+            });
             k.emit(KStmt::Shared {
                 ty: CTy::F32,
                 name: "red".into(),
                 len: 32,
             });
             let combined = match self.kind {
-                ReduceKind::Sum | ReduceKind::Mean => {
-                    call("netc_block_sum", vec![acc.value.clone(), var("red")])
-                }
+                ReduceKind::Sum | ReduceKind::Mean => call("netc_block_sum", vec![acc.value.clone(), var("red")]),
                 ReduceKind::Max => call("netc_block_max", vec![acc.value.clone(), var("red")]),
                 ReduceKind::ArgMax => {
                     k.emit(KStmt::Shared {
@@ -154,12 +123,7 @@ impl Primitive for Reduce {
                     });
                     call(
                         "netc_block_argmax",
-                        vec![
-                            acc.value.clone(),
-                            acc.index.clone(),
-                            var("red"),
-                            var("red_index"),
-                        ],
+                        vec![acc.value.clone(), acc.index.clone(), var("red"), var("red_index")],
                     )
                 }
             };
@@ -180,11 +144,7 @@ impl Primitive for Reduce {
         } else {
             // Long sums on the CPU accumulate in double, so results stay
             // within the oracle's tolerance whatever the extent.
-            let acc_ty = if k.target == Target::Cpu {
-                CTy::F64
-            } else {
-                CTy::F32
-            };
+            let acc_ty = if k.target == Target::Cpu { CTy::F64 } else { CTy::F32 };
             for_each_output(k, n_out, extent, |k, o| {
                 let acc = self.accumulate(k, x, acc_ty, int(0), int(1), extent, &|r| coords(&o, r));
                 self.finish(k, node, &acc, extent, &Coords::from_flat(o, &out_shape));
@@ -265,12 +225,7 @@ impl Primitive for Reduce {
         }
     }
 
-    fn backward(
-        &self,
-        ad: &mut AdCtx,
-        node: NodeId,
-        grad: NodeId,
-    ) -> OpResult<Vec<Option<NodeId>>> {
+    fn backward(&self, ad: &mut AdCtx, node: NodeId, grad: NodeId) -> OpResult<Vec<Option<NodeId>>> {
         let x = ad.g.operands(node)[0];
         let in_shape = ad.ty(x).shape.clone();
         let kept = self.kept_shape(&in_shape);
@@ -288,10 +243,7 @@ impl Primitive for Reduce {
                 // Ties share the gradient equally, as torch.amax does.
                 let m = ad.reshape(node, kept)?;
                 let hit = ad.map(arg(0).eq_(arg(1)), &[x, m])?;
-                let ties = ad.add(
-                    Reduce::new(ReduceKind::Sum, self.axes.clone(), true),
-                    &[hit],
-                )?;
+                let ties = ad.add(Reduce::new(ReduceKind::Sum, self.axes.clone(), true), &[hit])?;
                 ad.map(arg(0) * arg(1) / arg(2), &[g, hit, ties])?
             }
             ReduceKind::ArgMax => return Ok(vec![None]),
@@ -332,11 +284,7 @@ impl Reduce {
                 let v = if ty == CTy::F64 { cast(CTy::F64, v) } else { v };
                 k.assign(acc.clone(), AssignOp::Add, v);
             }
-            ReduceKind::Max => k.assign(
-                acc.clone(),
-                AssignOp::Set,
-                call("fmaxf", vec![acc.clone(), v]),
-            ),
+            ReduceKind::Max => k.assign(acc.clone(), AssignOp::Set, call("fmaxf", vec![acc.clone(), v])),
             ReduceKind::ArgMax => {
                 // Strictly greater keeps the first maximum, as PyTorch does.
                 let update = vec![
@@ -367,22 +315,11 @@ impl Reduce {
             body,
             unroll: Unroll::Compiler,
         });
-        Accumulator {
-            value: acc,
-            index,
-            ty,
-        }
+        Accumulator { value: acc, index, ty }
     }
 
     /// Binds the reduced value to the node and stores the kernel's root.
-    fn finish(
-        &self,
-        k: &mut KernelCtx,
-        node: NodeId,
-        acc: &Accumulator,
-        extent: usize,
-        at: &Coords,
-    ) {
+    fn finish(&self, k: &mut KernelCtx, node: NodeId, acc: &Accumulator, extent: usize, at: &Coords) {
         let sum = Value::new(acc.value.clone(), acc.ty).to_f32();
         let value = match self.kind {
             ReduceKind::Sum | ReduceKind::Max => Value::f32(sum),

@@ -61,13 +61,7 @@ impl Fusion {
         }
         let users: Vec<Vec<NodeId>> = graph
             .ids()
-            .map(|id| {
-                graph
-                    .users(id)
-                    .into_iter()
-                    .filter(|u| live[u.index()])
-                    .collect()
-            })
+            .map(|id| graph.users(id).into_iter().filter(|u| live[u.index()]).collect())
             .collect();
 
         // Cost of recomputing each node, operands included, if inlined.
@@ -91,10 +85,9 @@ impl Fusion {
                             .sum::<usize>();
                     inline_cost[id.index()] = cost;
                     let us = &users[id.index()];
-                    let needs_buffer = us.iter().any(|&u| {
-                        graph.op(u).fusion_role() == FusionRole::Anchor
-                            && !reads_inline(graph.op(u))
-                    });
+                    let needs_buffer = us
+                        .iter()
+                        .any(|&u| graph.op(u).fusion_role() == FusionRole::Anchor && !reads_inline(graph.op(u)));
                     let shared_and_costly = us.len() > 1 && cost > RECOMPUTE_LIMIT;
                     if is_required[id.index()] || needs_buffer || shared_and_costly {
                         Placement::Materialized
@@ -112,9 +105,7 @@ impl Fusion {
             {
                 let src = graph.operands(id)[0];
                 match placement[src.index()].clone() {
-                    Placement::Leaf | Placement::Materialized => {
-                        placement[id.index()] = Placement::Alias(src)
-                    }
+                    Placement::Leaf | Placement::Materialized => placement[id.index()] = Placement::Alias(src),
                     Placement::Alias(root) => placement[id.index()] = Placement::Alias(root),
                     _ => {}
                 }
@@ -194,12 +185,7 @@ fn own_cost(op: &Op) -> usize {
     }
 }
 
-fn epilogue_root(
-    graph: &Graph,
-    users: &[Vec<NodeId>],
-    placement: &[Placement],
-    anchor: NodeId,
-) -> Option<NodeId> {
+fn epilogue_root(graph: &Graph, users: &[Vec<NodeId>], placement: &[Placement], anchor: NodeId) -> Option<NodeId> {
     let shape = &graph.ty(anchor).shape;
     let mut cur = anchor;
     loop {

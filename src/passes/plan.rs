@@ -23,22 +23,14 @@ pub struct BufferPlan {
 }
 
 impl BufferPlan {
-    pub fn new(
-        graph: &Graph,
-        fusion: &Fusion,
-        launches: &[Launch],
-        outputs: &[NodeId],
-    ) -> BufferPlan {
+    pub fn new(graph: &Graph, fusion: &Fusion, launches: &[Launch], outputs: &[NodeId]) -> BufferPlan {
         let mut plan = BufferPlan::default();
         let bytes = |id: NodeId| {
             let ty = graph.ty(id);
             let n: usize = ty.dims().map(|d| d.iter().product()).unwrap_or(0);
             n.max(1) * if ty.dtype == DType::I64 { 8 } else { 4 }
         };
-        let pinned: HashSet<NodeId> = outputs
-            .iter()
-            .filter_map(|&o| fusion.buffer_of(o))
-            .collect();
+        let pinned: HashSet<NodeId> = outputs.iter().filter_map(|&o| fusion.buffer_of(o)).collect();
         for id in graph.ids() {
             if *fusion.placement(id) == Placement::Leaf {
                 plan.pin(id, bytes(id));
@@ -75,10 +67,7 @@ impl BufferPlan {
             }
             for &b in &l.buffers[1..] {
                 let slot = plan.slot_of[&b];
-                if last_read.get(&b) == Some(&i)
-                    && !plan.slots[slot].pinned
-                    && !free.contains(&slot)
-                {
+                if last_read.get(&b) == Some(&i) && !plan.slots[slot].pinned && !free.contains(&slot) {
                     free.push(slot);
                 }
             }
@@ -98,10 +87,7 @@ impl BufferPlan {
     }
 
     fn pin(&mut self, id: NodeId, bytes: usize) {
-        self.slots.push(Slot {
-            bytes,
-            pinned: true,
-        });
+        self.slots.push(Slot { bytes, pinned: true });
         self.slot_of.insert(id, self.slots.len() - 1);
     }
 

@@ -89,11 +89,7 @@ impl<T: Real> RefTensor<T> {
     }
 
     pub fn to_tensor(&self, dtype: DType) -> Tensor {
-        Tensor::f64(
-            self.shape.clone(),
-            self.data.iter().map(|v| v.to_f64()).collect(),
-        )
-        .cast(dtype)
+        Tensor::f64(self.shape.clone(), self.data.iter().map(|v| v.to_f64()).collect()).cast(dtype)
     }
 
     pub fn at(&self, coords: &[usize]) -> T {
@@ -111,10 +107,7 @@ impl<T: Real> RefTensor<T> {
 
 /// Row-major flat index of coordinates.
 pub fn ravel(coords: &[usize], shape: &[usize]) -> usize {
-    coords
-        .iter()
-        .zip(shape)
-        .fold(0, |acc, (&c, &n)| acc * n + c)
+    coords.iter().zip(shape).fold(0, |acc, (&c, &n)| acc * n + c)
 }
 
 /// Coordinates of a row-major flat index.
@@ -166,11 +159,7 @@ pub fn evaluate<T: Real>(
             Op::Input(i) => leaf(leaves, "input", &i.name, &dims)?,
             Op::Param(p) => leaf(leaves, "parameter", &p.name, &dims)?,
             op => {
-                let operands: Vec<&RefTensor<T>> = graph
-                    .operands(id)
-                    .iter()
-                    .map(|o| &values[o.index()])
-                    .collect();
+                let operands: Vec<&RefTensor<T>> = graph.operands(id).iter().map(|o| &values[o.index()]).collect();
                 op.eval(&operands, &dims)
             }
         };

@@ -40,18 +40,10 @@ pub struct Block {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stmt {
     /// `input image: f32[B, 3, 32, 32]`
-    Input {
-        name: Ident,
-        ty: TypeExpr,
-        span: Span,
-    },
+    Input { name: Ident, ty: TypeExpr, span: Span },
     /// `name = expr`: a layer declaration when `expr` constructs a layer,
     /// otherwise a value binding.
-    Let {
-        name: Ident,
-        value: Expr,
-        span: Span,
-    },
+    Let { name: Ident, value: Expr, span: Span },
     /// `output logits` or `output probs = softmax(logits, dim: 1)`
     Output {
         name: Ident,

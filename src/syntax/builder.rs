@@ -86,11 +86,8 @@ impl Builder<'_> {
     }
 
     pub fn pipe(&mut self, lhs: Node, op_span: Span, rhs: Node) -> Node {
-        if rhs.depth != TOO_DEEP
-            && !matches!(rhs.expr.kind, ExprKind::Name(_) | ExprKind::Call { .. })
-        {
-            self.diagnostics
-                .push(pipe_target_error(&op_span, &rhs.expr));
+        if rhs.depth != TOO_DEEP && !matches!(rhs.expr.kind, ExprKind::Name(_) | ExprKind::Call { .. }) {
+            self.diagnostics.push(pipe_target_error(&op_span, &rhs.expr));
         }
         let below = lhs.depth.max(rhs.depth);
         let span = lhs.expr.span.start..rhs.expr.span.end;
@@ -107,12 +104,7 @@ impl Builder<'_> {
         let mut node = operand;
         for start in minus_starts.into_iter().rev() {
             let span = start..node.expr.span.end;
-            node = self.nest(
-                node.depth,
-                ExprKind::Neg(Box::new(node.expr)),
-                span,
-                start..start + 1,
-            );
+            node = self.nest(node.depth, ExprKind::Neg(Box::new(node.expr)), span, start..start + 1);
         }
         node
     }
@@ -176,14 +168,9 @@ fn placeholder(span: Span) -> Node {
 fn pipe_target_error(op_span: &Span, rhs: &Expr) -> Diagnostic {
     let d = Diagnostic::error("E0012", "expected a layer or function after `|>`")
         .primary(rhs.span.clone(), "not a name or a call")
-        .secondary(
-            op_span.clone(),
-            "the value on the left is passed to what follows",
-        );
+        .secondary(op_span.clone(), "the value on the left is passed to what follows");
     match &rhs.kind {
-        ExprKind::Binary { op, lhs, .. }
-            if matches!(lhs.kind, ExprKind::Name(_) | ExprKind::Call { .. }) =>
-        {
+        ExprKind::Binary { op, lhs, .. } if matches!(lhs.kind, ExprKind::Name(_) | ExprKind::Call { .. }) => {
             d.help(format!(
                 "`|>` binds more loosely than `{}`; put the pipeline in parentheses, as in `(x |> f) {} y`",
                 op.symbol(),

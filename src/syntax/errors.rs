@@ -9,16 +9,11 @@ use std::convert::Infallible;
 /// Sets of terminals that read better as one word. A set is used when all
 /// its members are expected and no earlier set took one of them.
 const GROUPS: &[(&str, &[&str])] = &[
-    (
-        "statement",
-        &["input", "output", "return", "train", "Ident"],
-    ),
+    ("statement", &["input", "output", "return", "train", "Ident"]),
     ("`target`, `key: value`", &["target", "Ident"]),
     (
         "expression",
-        &[
-            "Int", "Float", "Str", "true", "false", "Ident", "(", "[", "-",
-        ],
+        &["Int", "Float", "Str", "true", "false", "Ident", "(", "[", "-"],
     ),
     ("an operator", OPERATORS),
     ("end of statement", &["Newline", ";"]),
@@ -26,9 +21,7 @@ const GROUPS: &[(&str, &[&str])] = &[
 
 const OPERATORS: &[&str] = &["|>", "+", "-", "*", "/", "//", "%", "@"];
 
-const DTYPES: &[&str] = &[
-    "f16", "bf16", "f32", "f64", "i8", "i16", "i32", "i64", "u8", "bool",
-];
+const DTYPES: &[&str] = &["f16", "bf16", "f32", "f64", "i8", "i16", "i32", "i64", "u8", "bool"];
 
 /// What the parser's errors need to know about the file.
 pub struct Context<'a, 'src> {
@@ -50,12 +43,10 @@ impl Expected {
         // lalrpop quotes the names of terminals written as strings.
         Expected(
             raw.into_iter()
-                .map(
-                    |s| match s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
-                        Some(inner) => inner.to_string(),
-                        None => s,
-                    },
-                )
+                .map(|s| match s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+                    Some(inner) => inner.to_string(),
+                    None => s,
+                })
                 .collect(),
         )
     }
@@ -136,15 +127,9 @@ impl<'src> Context<'_, 'src> {
                 token: (l, token, r),
                 expected,
             } => (l..r, Some(token), Expected::new(expected)),
-            ParseError::UnrecognizedEof { location, expected } => {
-                (location..location, None, Expected::new(expected))
-            }
-            ParseError::ExtraToken {
-                token: (l, token, r),
-            } => (l..r, Some(token), Expected(Vec::new())),
-            ParseError::InvalidToken { location } => {
-                (location..location, Some(Token::Error), Expected(Vec::new()))
-            }
+            ParseError::UnrecognizedEof { location, expected } => (location..location, None, Expected::new(expected)),
+            ParseError::ExtraToken { token: (l, token, r) } => (l..r, Some(token), Expected(Vec::new())),
+            ParseError::InvalidToken { location } => (location..location, Some(Token::Error), Expected(Vec::new())),
             ParseError::User { error } => match error {},
         };
         let reported = self
@@ -153,8 +138,7 @@ impl<'src> Context<'_, 'src> {
             .any(|e| span.start <= e.start && e.start < span.end);
         // Closers inserted by the delimiter check are empty; whatever the
         // parser says about one, the missing delimiter was reported.
-        let inserted = span.is_empty()
-            && matches!(token, Some(Token::RParen | Token::RBracket | Token::RBrace));
+        let inserted = span.is_empty() && matches!(token, Some(Token::RParen | Token::RBracket | Token::RBrace));
         if reported || inserted || self.is_poisoned(span.start) {
             return None;
         }
@@ -204,23 +188,13 @@ impl<'src> Context<'_, 'src> {
 
     /// The tokens before the one at `span` (the nearest last) and after it.
     fn neighbours(&self, span: &Span) -> (&[Spanned<'src>], Option<&Token<'src>>) {
-        match self
-            .tokens
-            .iter()
-            .position(|t| t.0 == span.start && t.2 == span.end)
-        {
+        match self.tokens.iter().position(|t| t.0 == span.start && t.2 == span.end) {
             Some(i) => (&self.tokens[..i], self.tokens.get(i + 1).map(|t| &t.1)),
             None => (&[], None),
         }
     }
 
-    fn hint(
-        &self,
-        d: Diagnostic,
-        token: &Token<'_>,
-        span: &Span,
-        expected: &Expected,
-    ) -> Diagnostic {
+    fn hint(&self, d: Diagnostic, token: &Token<'_>, span: &Span, expected: &Expected) -> Diagnostic {
         let (before, next) = self.neighbours(span);
         let prev = before.last();
         // A line that ends with an operator continues on the next one; an
@@ -231,24 +205,15 @@ impl<'src> Context<'_, 'src> {
             if let Some((op_start, op, op_end)) = last_before.filter(|t| t.1.is_infix_operator()) {
                 let op = op.punct().unwrap_or_default();
                 return d
-                    .secondary(
-                        *op_start..*op_end,
-                        "the expression continues after this operator",
-                    )
-                    .help(format!(
-                        "complete the expression, or remove the trailing `{op}`"
-                    ));
+                    .secondary(*op_start..*op_end, "the expression continues after this operator")
+                    .help(format!("complete the expression, or remove the trailing `{op}`"));
             }
         }
         let starts_line = matches!(
             before,
             [] | [
                 ..,
-                (
-                    _,
-                    Token::Newline | Token::Semi | Token::LBrace | Token::RBrace,
-                    _
-                ),
+                (_, Token::Newline | Token::Semi | Token::LBrace | Token::RBrace, _),
                 _
             ]
         );
@@ -264,32 +229,25 @@ impl<'src> Context<'_, 'src> {
         }
         let in_train = self.in_train_body(span.start);
         match token {
-            Token::Ident(word) if expected.is(&["model", "block"]) => {
-                match misspelled(word, &["model", "block"]) {
-                    Some(kw) => d.help(format!("did you mean `{kw}`?")),
-                    None => d.help("statements belong inside a `model` or a `block`"),
-                }
-            }
+            Token::Ident(word) if expected.is(&["model", "block"]) => match misspelled(word, &["model", "block"]) {
+                Some(kw) => d.help(format!("did you mean `{kw}`?")),
+                None => d.help("statements belong inside a `model` or a `block`"),
+            },
             _ if expected.is(&["model", "block"]) && token.keyword().is_some() => {
                 d.help("statements belong inside a `model` or a `block`")
             }
             Token::Eq if expected.is(&[":"]) && in_train => {
                 d.help("`=` is used for bindings; settings in `train` use `key: value`")
             }
-            Token::Eq if expected.has(",") && expected.has(")") => {
-                d.help("named arguments are written `name: value`")
-            }
+            Token::Eq if expected.has(",") && expected.has(")") => d.help("named arguments are written `name: value`"),
             Token::Colon if expected.is(&["="]) && !in_train => match next {
-                Some(Token::Ident(t)) if DTYPES.contains(t) => {
-                    d.help("inputs are declared as `input name: type`")
-                }
+                Some(Token::Ident(t)) if DTYPES.contains(t) => d.help("inputs are declared as `input name: type`"),
                 _ => d.help(
                     "bindings are written `name = expr`; `key: value` settings belong in a `train { ... }` section",
                 ),
             },
             Token::LParen
-                if expected.is(&["{"])
-                    && matches!(before, [.., (_, Token::Model, _), (_, Token::Ident(_), _)]) =>
+                if expected.is(&["{"]) && matches!(before, [.., (_, Token::Model, _), (_, Token::Ident(_), _)]) =>
             {
                 d.note("a model takes no parameters; a `block` does")
             }
@@ -302,10 +260,7 @@ impl<'src> Context<'_, 'src> {
             Token::Input | Token::Output | Token::Return | Token::Train if expected.has("target") => {
                 d.note("a `train` section holds only `target` declarations and `key: value` settings")
             }
-            _ if expected.has("Ident")
-                && !expected.has_group("statement")
-                && !expected.has("target") =>
-            {
+            _ if expected.has("Ident") && !expected.has_group("statement") && !expected.has("target") => {
                 match token.keyword() {
                     Some(kw) => d.note(format!("`{kw}` is a keyword and cannot be used as a name")),
                     None => d,
@@ -314,9 +269,7 @@ impl<'src> Context<'_, 'src> {
             _ if expected.has_group("end of statement") && starts_statement(token, next) => {
                 d.help("put each statement on its own line, or separate them with `;`")
             }
-            _ if expected.has(",") && starts_expression(token) => {
-                d.help("a `,` may be missing before this")
-            }
+            _ if expected.has(",") && starts_expression(token) => d.help("a `,` may be missing before this"),
             _ => d,
         }
     }
@@ -334,8 +287,7 @@ fn misspelled(word: &str, keywords: &[&'static str]) -> Option<&'static str> {
                 t == b
             })
     };
-    did_you_mean(word, keywords.iter().copied())
-        .or_else(|| keywords.iter().copied().find(|kw| swapped(kw)))
+    did_you_mean(word, keywords.iter().copied()).or_else(|| keywords.iter().copied().find(|kw| swapped(kw)))
 }
 
 fn starts_statement(token: &Token<'_>, next: Option<&Token<'_>>) -> bool {

@@ -205,20 +205,14 @@ fn unclosed_before(unclosed: &[Open], next: Span, what: &str) -> Diagnostic {
 }
 
 fn stray_closer(delim: Delim, span: Span) -> Diagnostic {
-    Diagnostic::error(
-        "E0010",
-        format!("unexpected closing delimiter: `{}`", delim.close()),
-    )
-    .primary(span, "unexpected closing delimiter")
-    .help("delete it, or add the opening delimiter it belongs to")
+    Diagnostic::error("E0010", format!("unexpected closing delimiter: `{}`", delim.close()))
+        .primary(span, "unexpected closing delimiter")
+        .help("delete it, or add the opening delimiter it belongs to")
 }
 
 /// Indentation of the line that holds byte `at`.
 fn indentation(src: &str, at: usize) -> usize {
-    let line_start = src
-        .get(..at)
-        .and_then(|s| s.rfind('\n'))
-        .map_or(0, |i| i + 1);
+    let line_start = src.get(..at).and_then(|s| s.rfind('\n')).map_or(0, |i| i + 1);
     let line = src.get(line_start..).unwrap_or_default();
     line.len() - line.trim_start_matches([' ', '\t']).len()
 }
@@ -234,8 +228,7 @@ impl Arranger<'_, '_> {
         let continues = next.is_infix_operator() || *next == Token::LBrace;
         let after_complete = match self.out.tokens.last() {
             Some((_, last, _)) => {
-                !last.is_infix_operator()
-                    && !matches!(last, Token::LBrace | Token::Semi | Token::Newline)
+                !last.is_infix_operator() && !matches!(last, Token::LBrace | Token::Semi | Token::Newline)
             }
             None => false,
         };
@@ -244,10 +237,7 @@ impl Arranger<'_, '_> {
 
     /// The raw token after index `i`, if on the same line.
     fn next_on_line(&self, i: usize) -> Option<&Token<'_>> {
-        self.raw
-            .get(i + 1)
-            .map(|t| &t.1)
-            .filter(|t| **t != Token::Newline)
+        self.raw.get(i + 1).map(|t| &t.1).filter(|t| **t != Token::Newline)
     }
 
     /// Whether the closer of `delim` follows on the line after index `i`,
@@ -289,9 +279,7 @@ impl Arranger<'_, '_> {
         }
         let last = self.out.tokens.last().map(|t| &t.1);
         let in_expression = in_brackets
-            || last.is_some_and(|t| {
-                t.is_infix_operator() || matches!(t, Token::Eq | Token::Colon | Token::Comma)
-            });
+            || last.is_some_and(|t| t.is_infix_operator() || matches!(t, Token::Eq | Token::Colon | Token::Comma));
         let closes_on_line = self.next_on_line(i) == Some(&Token::RBrace);
         if delim == Delim::Brace && !ends_line && !closes_on_line && in_expression {
             // Braces hold bodies, after a header; one amid other tokens
@@ -333,11 +321,9 @@ impl Arranger<'_, '_> {
             return;
         }
         let unclosed = self.stack.split_off(first);
-        self.out.diagnostics.push(unclosed_before(
-            &unclosed,
-            span.clone(),
-            "the next statement",
-        ));
+        self.out
+            .diagnostics
+            .push(unclosed_before(&unclosed, span.clone(), "the next statement"));
         let at = self.out.tokens.last().map_or(span.start, |t| t.2);
         self.close_all(unclosed, at, false);
     }
@@ -362,11 +348,8 @@ impl Arranger<'_, '_> {
         } else if let Some(pos) = self.stack.iter().rposition(|o| o.delim == delim) {
             // Everything opened after the matching opener was left open.
             let unclosed = self.stack.split_off(pos + 1);
-            let mut d = Diagnostic::error(
-                "E0009",
-                format!("mismatched closing delimiter: `{}`", delim.close()),
-            )
-            .primary(span.clone(), "mismatched closing delimiter");
+            let mut d = Diagnostic::error("E0009", format!("mismatched closing delimiter: `{}`", delim.close()))
+                .primary(span.clone(), "mismatched closing delimiter");
             for o in &unclosed {
                 d = d.secondary(o.span.clone(), "unclosed delimiter");
             }
@@ -380,17 +363,10 @@ impl Arranger<'_, '_> {
         } else if let Some(top) = self.stack.last().filter(|o| o.delim != Delim::Brace) {
             // Nothing open takes this closer: most likely the wrong one was
             // typed for the innermost bracket, so it stands in for that.
-            let d = Diagnostic::error(
-                "E0009",
-                format!("mismatched closing delimiter: `{}`", delim.close()),
-            )
-            .primary(span.clone(), "mismatched closing delimiter")
-            .secondary(top.span.clone(), "unclosed delimiter")
-            .help(format!(
-                "`{}` is closed by `{}`",
-                top.delim.open(),
-                top.delim.close()
-            ));
+            let d = Diagnostic::error("E0009", format!("mismatched closing delimiter: `{}`", delim.close()))
+                .primary(span.clone(), "mismatched closing delimiter")
+                .secondary(top.span.clone(), "unclosed delimiter")
+                .help(format!("`{}` is closed by `{}`", top.delim.open(), top.delim.close()));
             self.out.diagnostics.push(d);
             self.pop(span);
         } else {
@@ -404,9 +380,7 @@ impl Arranger<'_, '_> {
             if open.train {
                 self.out.train_bodies.push(open.span.start..span.end);
             }
-            self.out
-                .tokens
-                .push((span.start, open.delim.closer(), span.end));
+            self.out.tokens.push((span.start, open.delim.closer(), span.end));
         }
     }
 

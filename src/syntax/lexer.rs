@@ -229,12 +229,7 @@ pub fn tokenize(src: &str) -> (Vec<Spanned<'_>>, Vec<Diagnostic>) {
 /// at the end of the line that the string itself does not open most likely
 /// follow the missing quote. What is given back still does what it was
 /// meant to.
-fn unterminated<'src>(
-    text: &'src str,
-    start: usize,
-    tokens: &mut Vec<Spanned<'src>>,
-    diags: &mut Vec<Diagnostic>,
-) {
+fn unterminated<'src>(text: &'src str, start: usize, tokens: &mut Vec<Spanned<'src>>, diags: &mut Vec<Diagnostic>) {
     let trimmed = text.trim_end_matches([' ', '\t', '\r']);
     let mut body = trimmed;
     let mut given_back = Vec::new();
@@ -279,13 +274,7 @@ fn widen_to_char(src: &str, span: Span) -> Span {
     span.start..end
 }
 
-fn cook<'src>(
-    raw: Raw,
-    text: &'src str,
-    span: Span,
-    tokens: &mut Vec<Spanned<'src>>,
-    diags: &mut Vec<Diagnostic>,
-) {
+fn cook<'src>(raw: Raw, text: &'src str, span: Span, tokens: &mut Vec<Spanned<'src>>, diags: &mut Vec<Diagnostic>) {
     let token = match raw {
         Raw::UnterminatedStr => return unterminated(text, span.start, tokens, diags),
         Raw::Newline => Token::Newline,
@@ -308,12 +297,9 @@ fn cook<'src>(
         Raw::Str => Token::Str(unescape(&text[1..text.len() - 1], span.start + 1, diags)),
         Raw::WrongQuotes => {
             let open = text.chars().next().map_or(1, char::len_utf8);
-            let body = text[open..]
-                .strip_suffix(['\'', '”'])
-                .unwrap_or(&text[open..]);
-            let mut d =
-                Diagnostic::error("E0005", "strings are written with straight double quotes")
-                    .primary(span.clone(), "wrong quotes");
+            let body = text[open..].strip_suffix(['\'', '”']).unwrap_or(&text[open..]);
+            let mut d = Diagnostic::error("E0005", "strings are written with straight double quotes")
+                .primary(span.clone(), "wrong quotes");
             if !body.contains(['"', '\\']) {
                 d = d.help(format!("write `\"{body}\"`"));
             }
@@ -413,12 +399,9 @@ fn unescape(body: &str, offset: usize, diags: &mut Vec<Diagnostic>) -> String {
             _ => {
                 let span = offset + i..offset + j + e.len_utf8();
                 diags.push(
-                    Diagnostic::error(
-                        "E0004",
-                        format!("unknown character escape `\\{}`", e.escape_debug()),
-                    )
-                    .primary(span, "unknown escape")
-                    .help("the escapes are `\\n`, `\\t`, `\\r`, `\\0`, `\\\\`, `\\\"` and `\\'`"),
+                    Diagnostic::error("E0004", format!("unknown character escape `\\{}`", e.escape_debug()))
+                        .primary(span, "unknown escape")
+                        .help("the escapes are `\\n`, `\\t`, `\\r`, `\\0`, `\\\\`, `\\\"` and `\\'`"),
                 );
                 out.push(e);
             }
@@ -449,10 +432,7 @@ fn unknown_characters(text: &str, span: Span) -> Diagnostic {
     let shown: String = text.chars().take(16).flat_map(char::escape_debug).collect();
     let ellipsis = if text.chars().count() > 16 { "…" } else { "" };
     let (message, label) = if text.chars().count() == 1 {
-        (
-            format!("unexpected character `{shown}`"),
-            "unexpected character",
-        )
+        (format!("unexpected character `{shown}`"), "unexpected character")
     } else {
         (
             format!("unexpected characters `{shown}{ellipsis}`"),
@@ -469,10 +449,7 @@ fn unknown_characters(text: &str, span: Span) -> Diagnostic {
     }
     match first {
         Some(c) if c.is_alphabetic() => d.note("names are made of ASCII letters, digits and `_`"),
-        Some(c) if c.is_whitespace() => d.help(format!(
-            "U+{:04X} is a Unicode space; use a plain space",
-            u32::from(c)
-        )),
+        Some(c) if c.is_whitespace() => d.help(format!("U+{:04X} is a Unicode space; use a plain space", u32::from(c))),
         Some(c) => match LOOKALIKES.iter().find(|(l, _)| *l == c) {
             Some((_, ascii)) => d.help(format!(
                 "`{c}` (U+{:04X}) looks like `{ascii}` but is a different character",

@@ -22,18 +22,14 @@ lalrpop_util::lalrpop_mod!(grammar, "/netc.rs");
 pub fn parse(file: &SourceFile) -> Result<ast::File, Vec<Diagnostic>> {
     let src = file.text.as_str();
     let (raw, mut diagnostics) = lexer::tokenize(src);
-    let lexer_errors: Vec<_> = diagnostics
-        .iter()
-        .filter_map(Diagnostic::primary_span)
-        .collect();
+    let lexer_errors: Vec<_> = diagnostics.iter().filter_map(Diagnostic::primary_span).collect();
     let layout = layout::arrange(src, raw);
     diagnostics.extend(layout.diagnostics);
     if layout.too_deep {
         return Err(in_source_order(diagnostics));
     }
     let mut builder = builder::Builder::default();
-    let result =
-        grammar::FileParser::new().parse(&mut builder, layout.tokens.iter().cloned().map(Ok));
+    let result = grammar::FileParser::new().parse(&mut builder, layout.tokens.iter().cloned().map(Ok));
     let context = errors::Context {
         src,
         tokens: &layout.tokens,

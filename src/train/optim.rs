@@ -36,12 +36,8 @@ impl Optimizer {
     pub fn name(&self) -> &'static str {
         match self {
             Optimizer::Sgd { .. } => "SGD",
-            Optimizer::Adam {
-                decoupled: false, ..
-            } => "Adam",
-            Optimizer::Adam {
-                decoupled: true, ..
-            } => "AdamW",
+            Optimizer::Adam { decoupled: false, .. } => "Adam",
+            Optimizer::Adam { decoupled: true, .. } => "AdamW",
         }
     }
 
@@ -59,9 +55,7 @@ impl Optimizer {
     pub fn scalars(&self, step: u64, lr: f64) -> [f64; 3] {
         match self {
             Optimizer::Sgd { .. } => [lr, if step == 1 { 1.0 } else { 0.0 }, 0.0],
-            Optimizer::Adam {
-                betas: (b1, b2), ..
-            } => {
+            Optimizer::Adam { betas: (b1, b2), .. } => {
                 let bc1 = 1.0 - b1.powf(step as f64);
                 let bc2 = 1.0 - b2.powf(step as f64);
                 [lr, lr / bc1, bc2.sqrt()]
@@ -144,18 +138,10 @@ pub fn update(
             // PyTorch starts the buffer at d itself, then buf = μ·buf + (1 − τ)·d.
             let new_buf = map(
                 g,
-                SExpr::select(
-                    arg(3),
-                    d(),
-                    lit(momentum) * arg(2) + lit(1.0 - dampening) * d(),
-                ),
+                SExpr::select(arg(3), d(), lit(momentum) * arg(2) + lit(1.0 - dampening) * d()),
                 &[grad, p, buf, s1],
             )?;
-            let step_dir = if nesterov {
-                d() + lit(momentum) * arg(2)
-            } else {
-                arg(2)
-            };
+            let step_dir = if nesterov { d() + lit(momentum) * arg(2) } else { arg(2) };
             let new_p = map(g, arg(1) - arg(3) * step_dir, &[grad, p, new_buf, lr])?;
             Ok(Update {
                 replaces: vec![(p, new_p), (buf, new_buf)],
@@ -174,16 +160,8 @@ pub fn update(
             } else {
                 arg(0) + lit(weight_decay) * arg(1)
             };
-            let new_m = map(
-                g,
-                lit(b1) * arg(2) + lit(1.0 - b1) * d.clone(),
-                &[grad, p, m],
-            )?;
-            let new_v = map(
-                g,
-                lit(b2) * arg(2) + lit(1.0 - b2) * d.clone() * d,
-                &[grad, p, v],
-            )?;
+            let new_m = map(g, lit(b1) * arg(2) + lit(1.0 - b1) * d.clone(), &[grad, p, m])?;
+            let new_v = map(g, lit(b2) * arg(2) + lit(1.0 - b2) * d.clone() * d, &[grad, p, v])?;
             // AdamW shrinks the parameter by lr·wd before the Adam step.
             let base = if decoupled && weight_decay != 0.0 {
                 arg(0) * (lit(1.0) - arg(4) * lit(weight_decay))

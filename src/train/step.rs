@@ -46,11 +46,7 @@ impl StepGraph {
 
 /// Builds the step of a model checked in training mode. Without an
 /// optimizer the graph stops at the gradients (`netc grad`).
-pub fn build(
-    model: &Model,
-    optimizer: Option<&Optimizer>,
-    clip_norm: Option<f64>,
-) -> Result<StepGraph, StepError> {
+pub fn build(model: &Model, optimizer: Option<&Optimizer>, clip_norm: Option<f64>) -> Result<StepGraph, StepError> {
     let mut graph = model.graph.clone();
     let loss = model.loss.ok_or(StepError::NoLoss)?;
     let correct = model
@@ -108,37 +104,21 @@ pub fn correct_count(g: &mut Graph, scores: NodeId, target: NodeId) -> Result<No
     if axes.is_empty() {
         return Ok(hit);
     }
-    g.add(
-        Reduce::new(ReduceKind::Sum, axes, false).into(),
-        &[hit],
-        origin,
-    )
+    g.add(Reduce::new(ReduceKind::Sum, axes, false).into(), &[hit], origin)
 }
 
 /// `clip_grad_norm_`: scales every gradient by min(1, max_norm / (‖g‖ + 1e-6))
 /// where ‖g‖ is the norm of all gradients together.
-fn clip(
-    g: &mut Graph,
-    grads: &[(NodeId, NodeId)],
-    max_norm: f64,
-) -> Result<Vec<(NodeId, NodeId)>, OpError> {
+fn clip(g: &mut Graph, grads: &[(NodeId, NodeId)], max_norm: f64) -> Result<Vec<(NodeId, NodeId)>, OpError> {
     let origin = Origin::named("clip_grad_norm");
     let mut squares = Vec::new();
     for &(_, grad) in grads {
-        let sq = g.add(
-            Map::new(arg(0) * arg(0), DType::F32).into(),
-            &[grad],
-            origin.clone(),
-        )?;
+        let sq = g.add(Map::new(arg(0) * arg(0), DType::F32).into(), &[grad], origin.clone())?;
         let axes: Vec<usize> = (0..g.ty(sq).rank()).collect();
         squares.push(if axes.is_empty() {
             sq
         } else {
-            g.add(
-                Reduce::new(ReduceKind::Sum, axes, false).into(),
-                &[sq],
-                origin.clone(),
-            )?
+            g.add(Reduce::new(ReduceKind::Sum, axes, false).into(), &[sq], origin.clone())?
         });
     }
     // Kernels take a bounded number of operands: sum in chunks.
@@ -154,11 +134,7 @@ fn clip(
         return Ok(Vec::new());
     };
     let scale = g.add(
-        Map::new(
-            (lit(max_norm) / (arg(0).sqrt() + lit(1e-6))).min(lit(1.0)),
-            DType::F32,
-        )
-        .into(),
+        Map::new((lit(max_norm) / (arg(0).sqrt() + lit(1e-6))).min(lit(1.0)), DType::F32).into(),
         &[total],
         origin.clone(),
     )?;

@@ -37,9 +37,7 @@ pub fn all(seed: u64) -> Vec<OpCase> {
             let m = c.rng.int(1, 5);
             let a = c.leaf(&[n, m]);
             let b = c.leaf(&[m]);
-            let gelu = lit(0.5)
-                * arg(0)
-                * (lit(1.0) + (arg(0) * lit(std::f64::consts::FRAC_1_SQRT_2)).erf());
+            let gelu = lit(0.5) * arg(0) * (lit(1.0) + (arg(0) * lit(std::f64::consts::FRAC_1_SQRT_2)).erf());
             let body = gelu + arg(1).sigmoid() * arg(0).tanh()
                 - (arg(0) * arg(1)).max(lit(0.1)) / (arg(1) * arg(1) + lit(1.0));
             c.add(map(body), &[a, b])
@@ -55,12 +53,7 @@ pub fn all(seed: u64) -> Vec<OpCase> {
             let b = c.rng.int(2, 4);
             let d = c.rng.int(1, 3);
             let x = c.leaf(&[a, b, d]);
-            let p = c.add(
-                Permute {
-                    perm: vec![2, 0, 1],
-                },
-                &[x],
-            );
+            let p = c.add(Permute { perm: vec![2, 0, 1] }, &[x]);
             let r = c.add(
                 Reshape {
                     shape: vec![Dim::from(d * a), Dim::from(b)],
@@ -115,11 +108,7 @@ pub fn all(seed: u64) -> Vec<OpCase> {
     }));
     for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
         cases.push(case(
-            &format!(
-                "matmul_{}{}",
-                if ta { "t" } else { "n" },
-                if tb { "t" } else { "n" }
-            ),
+            &format!("matmul_{}{}", if ta { "t" } else { "n" }, if tb { "t" } else { "n" }),
             seed,
             |c| {
                 let m = c.rng.int(1, 4);
@@ -186,9 +175,7 @@ pub fn all(seed: u64) -> Vec<OpCase> {
         (PoolKind::Avg, [3, 2], [2, 2], [1, 1], [1, 1], true, true),
         (PoolKind::Avg, [3, 3], [1, 2], [1, 0], [1, 1], false, false),
     ];
-    for (i, (kind, kernel, stride, padding, dilation, ceil_mode, count_include_pad)) in
-        pools.into_iter().enumerate()
-    {
+    for (i, (kind, kernel, stride, padding, dilation, ceil_mode, count_include_pad)) in pools.into_iter().enumerate() {
         cases.push(case(&format!("pool_{i}"), seed * 1000 + i as u64, |c| {
             let h = c.rng.int(5, 8);
             let w = c.rng.int(5, 8);

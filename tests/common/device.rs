@@ -18,10 +18,7 @@ pub fn test_cache() -> DiskCache {
 /// max |got − want| / max |want|: the error relative to the tensor's scale.
 pub fn relative_error(got: &[f64], want: &[f64]) -> f64 {
     let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
-    let worst = got
-        .iter()
-        .zip(want)
-        .fold(0.0f64, |m, (g, w)| m.max((g - w).abs()));
+    let worst = got.iter().zip(want).fold(0.0f64, |m, (g, w)| m.max((g - w).abs()));
     if got.iter().chain(want).any(|v| v.is_nan()) {
         return f64::INFINITY;
     }
@@ -29,10 +26,7 @@ pub fn relative_error(got: &[f64], want: &[f64]) -> f64 {
 }
 
 /// Values of every leaf, rounded to what the device stores (f32, i64).
-pub fn leaf_values(
-    graph: &Graph,
-    values: &HashMap<String, RefTensor<f64>>,
-) -> HashMap<String, RefTensor<f64>> {
+pub fn leaf_values(graph: &Graph, values: &HashMap<String, RefTensor<f64>>) -> HashMap<String, RefTensor<f64>> {
     let mut out = HashMap::new();
     for id in graph.ids() {
         let (name, dtype) = match graph.op(id) {
@@ -61,8 +55,8 @@ pub fn run_on_cpu(
         target: Some(target),
         source: None,
     };
-    let mut exe = Executable::new(graph.clone(), required, &Device::Cpu, &options)
-        .unwrap_or_else(|e| panic!("compile: {e}"));
+    let mut exe =
+        Executable::new(graph.clone(), required, &Device::Cpu, &options).unwrap_or_else(|e| panic!("compile: {e}"));
     for id in graph.ids() {
         let name = match graph.op(id) {
             Op::Input(i) => &i.name,
@@ -85,15 +79,9 @@ pub fn run_on_cpu(
 
 /// Checks every output of `graph` on the cpu device (both schedules)
 /// against the f64 reference, to `tol` relative error.
-pub fn check_against_reference(
-    name: &str,
-    graph: &Graph,
-    values: &HashMap<String, RefTensor<f64>>,
-    tol: f64,
-) {
+pub fn check_against_reference(name: &str, graph: &Graph, values: &HashMap<String, RefTensor<f64>>, tol: f64) {
     let values = leaf_values(graph, values);
-    let reference =
-        evaluate::<f64>(graph, &values).unwrap_or_else(|e| panic!("{name}: reference: {e}"));
+    let reference = evaluate::<f64>(graph, &values).unwrap_or_else(|e| panic!("{name}: reference: {e}"));
     let outputs: Vec<(String, NodeId)> = graph.outputs.clone();
     let ids: Vec<NodeId> = outputs.iter().map(|(_, id)| *id).collect();
     for target in [Target::Cpu, Target::Gpu] {

@@ -23,8 +23,7 @@ pub fn check(mut case: Case, out: NodeId, samples: usize) {
     };
     let diff = case.diff.clone();
     let mut graph = case.graph.clone();
-    let grads =
-        gradients(&mut graph, loss, &diff).unwrap_or_else(|e| panic!("autodiff failed: {e}"));
+    let grads = gradients(&mut graph, loss, &diff).unwrap_or_else(|e| panic!("autodiff failed: {e}"));
     graph.outputs.push(("loss".into(), loss));
     let values = evaluate::<f64>(&graph, &case.values).expect("evaluation");
     let loss_at = |vals: &std::collections::HashMap<String, netc::reference::RefTensor<f64>>| {

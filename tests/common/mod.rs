@@ -51,9 +51,7 @@ impl Case {
             init: Init::Const(0.0),
             trainable: true,
         };
-        let id = self
-            .graph
-            .add_typed(param.into(), &[], ty, Origin::named(name.clone()));
+        let id = self.graph.add_typed(param.into(), &[], ty, Origin::named(name.clone()));
         let n = shape.iter().product();
         let data = (0..n).map(|_| f(&mut self.rng)).collect();
         self.values.insert(
@@ -68,7 +66,7 @@ impl Case {
 
     pub fn add(&mut self, op: impl Into<netc::ops::Op>, operands: &[NodeId]) -> NodeId {
         let op = op.into();
-        let label = op.to_string();
+        let label = op.name();
         self.graph
             .add(op, operands, Origin::named(label))
             .unwrap_or_else(|e| panic!("{e}"))

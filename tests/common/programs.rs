@@ -5,6 +5,7 @@ use super::{cases, load_model};
 use netc::autodiff::gradients;
 use netc::check::Mode;
 use netc::codegen::{generate, Program, Target};
+use netc::diag::SourceFile;
 use netc::ir::expr::arg;
 use netc::ir::{Graph, NodeId, Origin};
 use netc::ops::{Map, Reduce, ReduceKind};
@@ -17,15 +18,26 @@ use std::path::Path;
 
 pub const EXAMPLES: [&str; 4] = ["cifar_cnn", "mlp", "mnist_cnn", "resnet"];
 
-pub fn program(
+pub fn program(name: &str, graph: &Graph, required: &[NodeId], target: Target) -> (String, Program) {
+    program_with_source(name, graph, required, target, None)
+}
+
+/// Like [`program`], with kernel comments citing lines of `source`.
+pub fn program_with_source(
     name: &str,
     graph: &Graph,
     required: &[NodeId],
     target: Target,
+    source: Option<&SourceFile>,
 ) -> (String, Program) {
     let fusion = Fusion::new(graph, required);
-    let p = generate(graph, &fusion, target, None).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let p = generate(graph, &fusion, target, source).unwrap_or_else(|e| panic!("{name}: {e}"));
     (name.to_string(), p)
+}
+
+pub fn example_source(name: &str) -> SourceFile {
+    let path = example_path(name);
+    SourceFile::new(format!("examples/{name}.net"), std::fs::read_to_string(&path).unwrap())
 }
 
 /// The op case's graph extended with the gradient of sum(out) w.r.t. its leaves.
@@ -33,12 +45,8 @@ pub fn backward_graph(c: &cases::OpCase) -> (Graph, Vec<NodeId>) {
     let mut g = c.case.graph.clone();
     let axes: Vec<usize> = (0..g.ty(c.out).rank()).collect();
     let loss = if axes.is_empty() {
-        g.add(
-            Map::new(arg(0), DType::F32).into(),
-            &[c.out],
-            Origin::named("loss"),
-        )
-        .unwrap()
+        g.add(Map::new(arg(0), DType::F32).into(), &[c.out], Origin::named("loss"))
+            .unwrap()
     } else {
         g.add(
             Reduce::new(ReduceKind::Sum, axes, false).into(),
@@ -60,10 +68,7 @@ pub fn example_path(name: &str) -> std::path::PathBuf {
 /// An example specialised to batch `b`, for inference.
 pub fn example_inference(name: &str, b: i64) -> (Graph, Vec<NodeId>) {
     let model = load_model(&example_path(name), Mode::Eval);
-    let g = model
-        .graph
-        .specialize(&HashMap::from([("B".to_string(), b)]))
-        .unwrap();
+    let g = model.graph.specialize(&HashMap::from([("B".to_string(), b)])).unwrap();
     let required = g.outputs.iter().map(|(_, id)| *id).collect();
     (g, required)
 }
@@ -81,10 +86,7 @@ pub fn example_training_step(name: &str, b: i64) -> (Graph, Vec<NodeId>) {
     };
     let model = with_default_loss(model);
     let s = step::build(&model, Some(&opt), Some(1.0)).unwrap();
-    let g = s
-        .graph
-        .specialize(&HashMap::from([("B".to_string(), b)]))
-        .unwrap();
+    let g = s.graph.specialize(&HashMap::from([("B".to_string(), b)])).unwrap();
     let required = s.required();
     (g, required)
 }
@@ -119,12 +121,7 @@ fn with_default_loss(mut model: netc::check::Model) -> netc::check::Model {
 pub fn all(target: Target) -> Vec<(String, Program)> {
     let mut out = Vec::new();
     for c in cases::all(1) {
-        out.push(program(
-            &format!("{} forward", c.name),
-            &c.case.graph,
-            &[c.out],
-            target,
-        ));
+        out.push(program(&format!("{} forward", c.name), &c.case.graph, &[c.out], target));
         let (g, req) = backward_graph(&c);
         out.push(program(&format!("{} backward", c.name), &g, &req, target));
     }

@@ -12,8 +12,8 @@ pub fn dir() -> PathBuf {
 }
 
 pub fn json(name: &str) -> Value {
-    let text = std::fs::read_to_string(dir().join(format!("{name}.json")))
-        .unwrap_or_else(|e| panic!("{name}.json: {e}"));
+    let text =
+        std::fs::read_to_string(dir().join(format!("{name}.json"))).unwrap_or_else(|e| panic!("{name}.json: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}.json: {e}"))
 }
 
@@ -29,10 +29,7 @@ pub fn weights(meta: &Value) -> BTreeMap<String, Tensor> {
     for p in meta["params"].as_array().expect("params") {
         if p["stored"].as_bool() == Some(false) {
             let init = &p["init"];
-            assert_eq!(
-                init["kind"], "uniform",
-                "only uniform tensors are regenerated"
-            );
+            assert_eq!(init["kind"], "uniform", "only uniform tensors are regenerated");
             let (lo, hi) = (init["lo"].as_f64().unwrap(), init["hi"].as_f64().unwrap());
             let shape: Vec<usize> = p["shape"]
                 .as_array()
@@ -43,10 +40,7 @@ pub fn weights(meta: &Value) -> BTreeMap<String, Tensor> {
             let mut rng = Rng::new(init["seed"].as_u64().unwrap());
             let n = shape.iter().product();
             let data = (0..n).map(|_| rng.range(lo, hi) as f32).collect();
-            w.insert(
-                p["name"].as_str().unwrap().to_string(),
-                Tensor::f32(shape, data),
-            );
+            w.insert(p["name"].as_str().unwrap().to_string(), Tensor::f32(shape, data));
         }
     }
     w

@@ -7,17 +7,11 @@ use netc::device::cpu::{CType, HostKernelSig, HostParam};
 pub const NETC_CUH: &str = "#ifndef __CUDACC_RTC__\n#include \"netc_host.h\"\n#endif\n";
 
 pub fn ptr(elem: CType) -> HostParam {
-    HostParam::Ptr {
-        elem,
-        is_const: false,
-    }
+    HostParam::Ptr { elem, is_const: false }
 }
 
 pub fn cptr(elem: CType) -> HostParam {
-    HostParam::Ptr {
-        elem,
-        is_const: true,
-    }
+    HostParam::Ptr { elem, is_const: true }
 }
 
 pub fn scalar(t: CType) -> HostParam {
@@ -34,10 +28,7 @@ pub fn sig(name: &str, params: Vec<HostParam>, cooperative: bool) -> HostKernelS
 
 /// Deterministic values in [-1, 1).
 pub fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407)
-        | 1;
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
     (0..n)
         .map(|_| {
             s ^= s << 13;

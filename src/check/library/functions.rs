@@ -57,13 +57,7 @@ pub static ALL: &[Function] = &[
         "x·Φ(x); approximate: \"none\" (erf) or \"tanh\"",
         "F.gelu"
     ),
-    func!(
-        "exp",
-        &[X],
-        |c, a| unary(c, a, arg(0).exp()),
-        "eˣ",
-        "torch.exp"
-    ),
+    func!("exp", &[X], |c, a| unary(c, a, arg(0).exp()), "eˣ", "torch.exp"),
     func!(
         "log",
         &[X],
@@ -149,16 +143,11 @@ pub static ALL: &[Function] = &[
         |c, a| {
             let x = c.float_tensor("x", a.tensor("x")?)?;
             if c.ty(x).rank() != 4 {
-                return Err(ArgError::at(
-                    "x",
-                    format!("expected an NCHW tensor, found {}", c.ty(x)),
-                )
-                .into());
+                return Err(ArgError::at("x", format!("expected an NCHW tensor, found {}", c.ty(x))).into());
             }
-            Ok(Value::Tensor(c.add(
-                Reduce::new(ReduceKind::Mean, vec![2, 3], true),
-                &[x],
-            )?))
+            Ok(Value::Tensor(
+                c.add(Reduce::new(ReduceKind::Mean, vec![2, 3], true), &[x])?,
+            ))
         },
         "mean over H and W, keeping them as size 1: [N, C, 1, 1]",
         "F.adaptive_avg_pool2d(x, 1)"
@@ -216,10 +205,7 @@ pub static ALL: &[Function] = &[
     ),
     func!(
         "concat",
-        &[
-            req("tensors", Kind::Tensors),
-            opt("dim", Kind::Int, D::Int(0))
-        ],
+        &[req("tensors", Kind::Tensors), opt("dim", Kind::Int, D::Int(0))],
         |c, a| {
             let parts = a.tensors("tensors")?;
             let rank = c.ty(parts[0]).rank();
@@ -250,11 +236,7 @@ pub static ALL: &[Function] = &[
             let mut shape = c.ty(x).shape.clone();
             let axis = c.axis("dim", a.int("dim")?, shape.len())?;
             if !shape[axis].is_const(1) {
-                return Err(ArgError::at(
-                    "dim",
-                    format!("axis {axis} has size {}, not 1", shape[axis]),
-                )
-                .into());
+                return Err(ArgError::at("dim", format!("axis {axis} has size {}, not 1", shape[axis])).into());
             }
             shape.remove(axis);
             Ok(Value::Tensor(c.add(Reshape { shape }, &[x])?))
@@ -271,44 +253,28 @@ pub static ALL: &[Function] = &[
     ),
     func!(
         "sum",
-        &[
-            X,
-            req("dim", Kind::Axes),
-            opt("keepdim", Kind::Bool, D::Bool(false))
-        ],
+        &[X, req("dim", Kind::Axes), opt("keepdim", Kind::Bool, D::Bool(false))],
         |c, a| reduce(c, a, ReduceKind::Sum),
         "sum over the listed axes",
         "torch.sum"
     ),
     func!(
         "mean",
-        &[
-            X,
-            req("dim", Kind::Axes),
-            opt("keepdim", Kind::Bool, D::Bool(false))
-        ],
+        &[X, req("dim", Kind::Axes), opt("keepdim", Kind::Bool, D::Bool(false))],
         |c, a| reduce(c, a, ReduceKind::Mean),
         "mean over the listed axes",
         "torch.mean"
     ),
     func!(
         "amax",
-        &[
-            X,
-            req("dim", Kind::Axes),
-            opt("keepdim", Kind::Bool, D::Bool(false))
-        ],
+        &[X, req("dim", Kind::Axes), opt("keepdim", Kind::Bool, D::Bool(false))],
         |c, a| reduce(c, a, ReduceKind::Max),
         "maximum over the listed axes",
         "torch.amax"
     ),
     func!(
         "argmax",
-        &[
-            X,
-            req("dim", Kind::Int),
-            opt("keepdim", Kind::Bool, D::Bool(false))
-        ],
+        &[X, req("dim", Kind::Int), opt("keepdim", Kind::Bool, D::Bool(false))],
         |c, a| {
             let x = c.float_tensor("x", a.tensor("x")?)?;
             let axis = c.axis("dim", a.int("dim")?, c.ty(x).rank())?;
@@ -364,11 +330,7 @@ fn softmax(c: &mut Ctx, a: &Args, log: bool) -> LibResult<Value> {
 /// recomputed (not stored) in the backward pass. Evaluation: x.
 pub fn dropout(c: &mut Ctx, x: NodeId, p: f64) -> LibResult<NodeId> {
     if !(0.0..1.0).contains(&p) {
-        return Err(ArgError::at(
-            "p",
-            format!("dropout probability must be in [0, 1), got {p}"),
-        )
-        .into());
+        return Err(ArgError::at("p", format!("dropout probability must be in [0, 1), got {p}")).into());
     }
     if c.mode == crate::check::Mode::Eval || p == 0.0 {
         return Ok(x);
@@ -418,11 +380,7 @@ fn flatten(c: &mut Ctx, a: &Args) -> LibResult<Value> {
     let start = c.axis("start_dim", a.int("start_dim")?, shape.len())?;
     let end = c.axis("end_dim", a.int("end_dim")?, shape.len())?;
     if start > end {
-        return Err(ArgError::at(
-            "end_dim",
-            format!("end_dim ({end}) comes before start_dim ({start})"),
-        )
-        .into());
+        return Err(ArgError::at("end_dim", format!("end_dim ({end}) comes before start_dim ({start})")).into());
     }
     let merged = numel(&shape[start..=end]);
     let mut out: Vec<Dim> = shape[..start].to_vec();
@@ -439,9 +397,7 @@ fn reshape(c: &mut Ctx, a: &Args) -> LibResult<Value> {
     let x = a.tensor("x")?;
     let total = c.ty(x).numel();
     let mut shape = a.shape("shape")?;
-    let holes: Vec<usize> = (0..shape.len())
-        .filter(|&i| shape[i].is_const(-1))
-        .collect();
+    let holes: Vec<usize> = (0..shape.len()).filter(|&i| shape[i].is_const(-1)).collect();
     if holes.len() > 1 {
         return Err(ArgError::at("shape", "only one size may be -1").into());
     }
@@ -484,7 +440,5 @@ fn reduce(c: &mut Ctx, a: &Args, kind: ReduceKind) -> LibResult<Value> {
             .map(|d| c.axis("dim", d.as_const().unwrap_or(i64::MAX), rank))
             .collect::<LibResult<Vec<usize>>>()?,
     };
-    Ok(Value::Tensor(
-        c.add(Reduce::new(kind, axes, a.bool("keepdim")?), &[x])?,
-    ))
+    Ok(Value::Tensor(c.add(Reduce::new(kind, axes, a.bool("keepdim")?), &[x])?))
 }

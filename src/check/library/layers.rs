@@ -29,7 +29,11 @@ pub static ALL: &[LayerType] = &[
     },
     LayerType {
         name: "Linear",
-        params: &[req("in_features", Kind::Int), req("out_features", Kind::Int), opt("bias", Kind::Bool, D::Bool(true))],
+        params: &[
+            req("in_features", Kind::Int),
+            req("out_features", Kind::Int),
+            opt("bias", Kind::Bool, D::Bool(true)),
+        ],
         declare: LinearLayer::declare,
         summary: "x @ weightᵀ + bias on the last axis of any rank; weight [out, in]",
         torch: "nn.Linear",
@@ -100,13 +104,7 @@ fn per_channel(c: &mut Ctx, v: NodeId) -> LibResult<NodeId> {
 }
 
 /// A size error at a layer's use that also points at its declaration.
-fn size_mismatch(
-    layer: &str,
-    use_span: &Span,
-    decl_span: &Span,
-    message: String,
-    decl_label: String,
-) -> LibError {
+fn size_mismatch(layer: &str, use_span: &Span, decl_span: &Span, message: String, decl_label: String) -> LibError {
     LibError::Diag(Box::new(
         Diagnostic::error("E0308", message)
             .primary(use_span.clone(), format!("`{layer}` is applied here"))
@@ -119,15 +117,15 @@ fn expect_rank(c: &Ctx, x: NodeId, rank: usize, layer: &str, layout: &str) -> Li
     if ty.rank() == rank {
         Ok(())
     } else {
-        Err(OpError::new(format!(
-            "`{layer}` expects a rank-{rank} {layout} input, found {ty}"
-        ))
-        .with_hint(if rank == 4 {
-            "image batches are [N, C, H, W]; use `reshape` or `unsqueeze` to add axes"
-        } else {
-            ""
-        })
-        .into())
+        Err(
+            OpError::new(format!("`{layer}` expects a rank-{rank} {layout} input, found {ty}"))
+                .with_hint(if rank == 4 {
+                    "image batches are [N, C, H, W]; use `reshape` or `unsqueeze` to add axes"
+                } else {
+                    ""
+                })
+                .into(),
+        )
     }
 }
 
@@ -169,12 +167,7 @@ impl Conv2dLayer {
             groups,
         };
         let init = fan_in_init(cin / groups * kh * kw);
-        let weight = c.param(
-            &format!("{prefix}.weight"),
-            &[cout, cin / groups, kh, kw],
-            init,
-            true,
-        );
+        let weight = c.param(&format!("{prefix}.weight"), &[cout, cin / groups, kh, kw], init, true);
         let bias = a
             .bool("bias")?
             .then(|| c.param(&format!("{prefix}.bias"), &[cout], init, true));
@@ -253,11 +246,7 @@ impl LinearLayer {
         let ty = c.ty(x);
         let got = ty.shape.last().cloned().unwrap_or_else(|| Dim::lit(1));
         let suggestion = match c.state.flattened.get(&x) {
-            Some(factors) if factors.len() > 1 => factors
-                .iter()
-                .map(Dim::to_string)
-                .collect::<Vec<_>>()
-                .join(" * "),
+            Some(factors) if factors.len() > 1 => factors.iter().map(Dim::to_string).collect::<Vec<_>>().join(" * "),
             _ => got.to_string(),
         };
         let mut d = Diagnostic::error(
@@ -279,15 +268,10 @@ impl LinearLayer {
             ),
         );
         if let Some(factors) = c.state.flattened.get(&x) {
-            d = d.note(format!(
-                "the last axis was flattened from {}",
-                fmt_shape(factors)
-            ));
+            d = d.note(format!("the last axis was flattened from {}", fmt_shape(factors)));
         }
         if got.as_const().is_some() {
-            d = d.help(format!(
-                "declare the layer with `{suggestion}` input features"
-            ));
+            d = d.help(format!("declare the layer with `{suggestion}` input features"));
         }
         LibError::Diag(Box::new(d))
     }
@@ -297,10 +281,7 @@ impl Layer for LinearLayer {
     fn apply(&self, c: &mut Ctx, x: NodeId, use_span: &Span) -> LibResult<NodeId> {
         let x = c.float_tensor("x", x)?;
         let shape = c.ty(x).shape.clone();
-        if shape
-            .last()
-            .is_none_or(|d| !d.is_const(self.in_features as i64))
-        {
+        if shape.last().is_none_or(|d| !d.is_const(self.in_features as i64)) {
             return Err(self.mismatch(c, x, use_span));
         }
         // Any rank: fold the leading axes into one matrix dimension.
@@ -347,29 +328,14 @@ impl BatchNormLayer {
         let n = a.positive("num_features")?;
         let momentum = a.float("momentum")?;
         if !(0.0..=1.0).contains(&momentum) {
-            return Err(ArgError::at(
-                "momentum",
-                format!("momentum must be in [0, 1], got {momentum}"),
-            )
-            .into());
+            return Err(ArgError::at("momentum", format!("momentum must be in [0, 1], got {momentum}")).into());
         }
         let affine = a.bool("affine")?;
-        let weight =
-            affine.then(|| c.param(&format!("{prefix}.weight"), &[n], Init::Const(1.0), true));
+        let weight = affine.then(|| c.param(&format!("{prefix}.weight"), &[n], Init::Const(1.0), true));
         let bias = affine.then(|| c.param(&format!("{prefix}.bias"), &[n], Init::Const(0.0), true));
         let running = a.bool("track_running_stats")?.then(|| {
-            let mean = c.param(
-                &format!("{prefix}.running_mean"),
-                &[n],
-                Init::Const(0.0),
-                false,
-            );
-            let var = c.param(
-                &format!("{prefix}.running_var"),
-                &[n],
-                Init::Const(1.0),
-                false,
-            );
+            let mean = c.param(&format!("{prefix}.running_mean"), &[n], Init::Const(0.0), false);
+            let var = c.param(&format!("{prefix}.running_var"), &[n], Init::Const(1.0), false);
             let count = c.param_typed(
                 &format!("{prefix}.num_batches_tracked"),
                 TensorType::scalar(DType::I64),
@@ -412,18 +378,13 @@ impl Layer for BatchNormLayer {
         let (mean, var) = if batch_stats {
             let mean = c.add(Reduce::new(ReduceKind::Mean, vec![0, 2, 3], true), &[x])?;
             let centered_sq = c.map((arg(0) - arg(1)) * (arg(0) - arg(1)), &[x, mean])?;
-            let var = c.add(
-                Reduce::new(ReduceKind::Mean, vec![0, 2, 3], true),
-                &[centered_sq],
-            )?;
+            let var = c.add(Reduce::new(ReduceKind::Mean, vec![0, 2, 3], true), &[centered_sq])?;
             if let (Some((rm, rv, count)), crate::check::Mode::Train) = (self.running, c.mode) {
                 self.update_running(c, x, mean, var, (rm, rv, count))?;
             }
             (mean, var)
         } else {
-            let (rm, rv, _) = self
-                .running
-                .expect("running statistics exist in evaluation");
+            let (rm, rv, _) = self.running.expect("running statistics exist in evaluation");
             (per_channel(c, rm)?, per_channel(c, rv)?)
         };
         let mut operands = vec![x, mean, var];

@@ -86,18 +86,12 @@ fn mean_all(c: &mut Ctx, x: NodeId) -> LibResult<Value> {
     if axes.is_empty() {
         return Ok(Value::Tensor(x));
     }
-    Ok(Value::Tensor(
-        c.add(Reduce::new(ReduceKind::Mean, axes, false), &[x])?,
-    ))
+    Ok(Value::Tensor(c.add(Reduce::new(ReduceKind::Mean, axes, false), &[x])?))
 }
 
 fn log_softmax_classes(c: &mut Ctx, logits: NodeId) -> LibResult<NodeId> {
     if c.ty(logits).rank() < 2 {
-        return Err(ArgError::at(
-            "logits",
-            format!("expected logits [N, C, ...], found {}", c.ty(logits)),
-        )
-        .into());
+        return Err(ArgError::at("logits", format!("expected logits [N, C, ...], found {}", c.ty(logits))).into());
     }
     let m = c.add(Reduce::new(ReduceKind::Max, vec![1], true), &[logits])?;
     let m = c.add(Detach, &[m])?;
@@ -109,13 +103,7 @@ fn log_softmax_classes(c: &mut Ctx, logits: NodeId) -> LibResult<NodeId> {
 
 /// −mean over samples of Σ_c q_c · log p_c, with q the (smoothed) one-hot
 /// target built in place from class indices (never materialised).
-fn classification_loss(
-    c: &mut Ctx,
-    a: &Args,
-    scores: NodeId,
-    logp: NodeId,
-    smoothing: f64,
-) -> LibResult<Value> {
+fn classification_loss(c: &mut Ctx, a: &Args, scores: NodeId, logp: NodeId, smoothing: f64) -> LibResult<Value> {
     if !(0.0..=1.0).contains(&smoothing) {
         return Err(ArgError::at(
             "label_smoothing",

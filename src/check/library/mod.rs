@@ -91,25 +91,15 @@ impl Ctx<'_> {
         )
     }
 
-    pub fn param_typed(
-        &mut self,
-        name: &str,
-        ty: TensorType,
-        init: Init,
-        trainable: bool,
-    ) -> NodeId {
+    pub fn param_typed(&mut self, name: &str, ty: TensorType, init: Init, trainable: bool) -> NodeId {
         let op = ParamOp {
             name: name.to_string(),
             ty: ty.clone(),
             init,
             trainable,
         };
-        self.g.add_typed(
-            op.into(),
-            &[],
-            ty,
-            Origin::new(name, self.origin.span.clone()),
-        )
+        self.g
+            .add_typed(op.into(), &[], ty, Origin::new(name, self.origin.span.clone()))
     }
 
     /// The dropout seed input, created on first use.
@@ -122,9 +112,7 @@ impl Ctx<'_> {
             name: SEED_INPUT.to_string(),
             ty: ty.clone(),
         };
-        let id = self
-            .g
-            .add_typed(op.into(), &[], ty, Origin::named(SEED_INPUT));
+        let id = self.g.add_typed(op.into(), &[], ty, Origin::named(SEED_INPUT));
         self.g.inputs.push(id);
         self.state.seed = Some(id);
         id
@@ -136,30 +124,25 @@ impl Ctx<'_> {
         if ty.dtype.is_float() {
             Ok(id)
         } else {
-            Err(ArgError::at(what, format!("expected a floating-point tensor, found {ty}"))
-                .hint("integer tensors (token ids, labels) can be compared or used as indices, not computed with")
-                .into())
+            Err(
+                ArgError::at(what, format!("expected a floating-point tensor, found {ty}"))
+                    .hint("integer tensors (token ids, labels) can be compared or used as indices, not computed with")
+                    .into(),
+            )
         }
     }
 
     /// An axis index, counting from the end when negative.
     pub fn axis(&self, param: &'static str, axis: i64, rank: usize) -> LibResult<usize> {
         let a = if axis < 0 { axis + rank as i64 } else { axis };
-        usize::try_from(a)
-            .ok()
-            .filter(|&a| a < rank)
-            .ok_or_else(|| {
-                ArgError::at(
-                    param,
-                    format!("axis {axis} is out of range for a tensor of rank {rank}"),
-                )
-                .hint(format!(
-                    "valid axes are {} to {}",
-                    -(rank as i64),
-                    rank as i64 - 1
-                ))
-                .into()
-            })
+        usize::try_from(a).ok().filter(|&a| a < rank).ok_or_else(|| {
+            ArgError::at(
+                param,
+                format!("axis {axis} is out of range for a tensor of rank {rank}"),
+            )
+            .hint(format!("valid axes are {} to {}", -(rank as i64), rank as i64 - 1))
+            .into()
+        })
     }
 }
 

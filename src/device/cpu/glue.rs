@@ -23,14 +23,8 @@ impl CType {
 impl HostParam {
     fn c_type(&self) -> String {
         match self {
-            HostParam::Ptr {
-                elem,
-                is_const: true,
-            } => format!("const {}*", elem.c_name()),
-            HostParam::Ptr {
-                elem,
-                is_const: false,
-            } => format!("{}*", elem.c_name()),
+            HostParam::Ptr { elem, is_const: true } => format!("const {}*", elem.c_name()),
+            HostParam::Ptr { elem, is_const: false } => format!("{}*", elem.c_name()),
             HostParam::Scalar(t) => t.c_name().to_string(),
         }
     }
@@ -60,10 +54,7 @@ pub(super) fn validate(kernels: &[HostKernelSig]) -> Result<(), HostError> {
             )));
         }
         if !seen.insert(k.name.as_str()) {
-            return Err(HostError::Invalid(format!(
-                "kernel `{}` is listed twice",
-                k.name
-            )));
+            return Err(HostError::Invalid(format!("kernel `{}` is listed twice", k.name)));
         }
     }
     Ok(())
@@ -173,10 +164,7 @@ pub(super) fn launch_bounds(source: &str, kernel: &str) -> Option<u32> {
         let bound = args[..close].split(',').next().map(str::trim);
         let after = args[close + 1..].trim_start();
         // `__launch_bounds__` may come before or after the return type.
-        let after = after
-            .strip_prefix("void")
-            .map(str::trim_start)
-            .unwrap_or(after);
+        let after = after.strip_prefix("void").map(str::trim_start).unwrap_or(after);
         let ident_len = after
             .find(|c: char| !(c == '_' || c.is_ascii_alphanumeric()))
             .unwrap_or(after.len());
@@ -213,14 +201,8 @@ mod tests {
         };
         assert!(validate(&[sig("ok_1"), sig("_b")]).is_ok());
         for bad in ["1x", "a-b", "", "netc_host_x"] {
-            assert!(
-                matches!(validate(&[sig(bad)]), Err(HostError::Invalid(_))),
-                "{bad:?}"
-            );
+            assert!(matches!(validate(&[sig(bad)]), Err(HostError::Invalid(_))), "{bad:?}");
         }
-        assert!(matches!(
-            validate(&[sig("a"), sig("a")]),
-            Err(HostError::Invalid(_))
-        ));
+        assert!(matches!(validate(&[sig("a"), sig("a")]), Err(HostError::Invalid(_))));
     }
 }

@@ -139,10 +139,7 @@ pub enum HostError {
     #[error("kernel `{kernel}` failed: {detail}")]
     Kernel { kernel: String, detail: String },
     #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
+    Io { context: String, source: std::io::Error },
     #[error("invalid {var}={value:?}: {reason}")]
     Config {
         var: &'static str,
@@ -153,8 +150,7 @@ pub enum HostError {
 
 /// `int netc_host_entry_<name>(void* const* args, const unsigned* grid,
 /// const unsigned* block, char* err, unsigned long errlen)`, from netc_host.h.
-type Entry =
-    unsafe extern "C" fn(*const *mut c_void, *const u32, *const u32, *mut c_char, c_ulong) -> i32;
+type Entry = unsafe extern "C" fn(*const *mut c_void, *const u32, *const u32, *mut c_char, c_ulong) -> i32;
 type ModuleInit = unsafe extern "C" fn(*const c_void) -> i32;
 
 // Return codes of an entry point (NETC_HOST_* in netc_host.h).
@@ -182,10 +178,7 @@ impl std::fmt::Debug for HostModule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HostModule")
             .field("path", &self.path)
-            .field(
-                "kernels",
-                &self.kernels.iter().map(|k| &k.sig.name).collect::<Vec<_>>(),
-            )
+            .field("kernels", &self.kernels.iter().map(|k| &k.sig.name).collect::<Vec<_>>())
             .field("cache_hit", &self.cache_hit)
             .finish()
     }
@@ -229,11 +222,8 @@ impl HostModule {
         glue::validate(kernels)?;
         const MAIN: &str = "module.cpp";
         for (name, _) in headers {
-            let plain = !name.is_empty()
-                && !name.contains(['/', '\\'])
-                && *name != "."
-                && *name != ".."
-                && *name != MAIN;
+            let plain =
+                !name.is_empty() && !name.contains(['/', '\\']) && *name != "." && *name != ".." && *name != MAIN;
             if !plain || *name == toolchain::HEADER_NAME {
                 return Err(HostError::Invalid(format!(
                     "header name {name:?} must be a plain file name other than {} and {MAIN}",
@@ -265,9 +255,7 @@ impl HostModule {
                 .get::<ModuleInit>(b"netc_host_module_init\0")
                 .map_err(|e| load_error(e.to_string()))?;
             if init(runtime.api) != 0 {
-                return Err(load_error(
-                    "the object was built for another runtime ABI".to_string(),
-                ));
+                return Err(load_error("the object was built for another runtime ABI".to_string()));
             }
         }
         let mut loaded = Vec::with_capacity(kernels.len());
@@ -360,18 +348,11 @@ impl HostModule {
                 (HostParam::Scalar(CType::I32), HostArg::I32(i32)) => Slot { i32 },
                 (HostParam::Scalar(CType::I64), HostArg::I64(i64)) => Slot { i64 },
                 (HostParam::Scalar(CType::U32), HostArg::U32(u32)) => Slot { u32 },
-                (param, arg) => {
-                    return Err(bad(format!(
-                        "argument {i} is {arg:?}, the parameter is {param:?}"
-                    )))
-                }
+                (param, arg) => return Err(bad(format!("argument {i} is {arg:?}, the parameter is {param:?}"))),
             };
             slots.push(slot);
         }
-        let ptrs: Vec<*mut c_void> = slots
-            .iter_mut()
-            .map(|s| s as *mut Slot as *mut c_void)
-            .collect();
+        let ptrs: Vec<*mut c_void> = slots.iter_mut().map(|s| s as *mut Slot as *mut c_void).collect();
         let mut err: [c_char; 512] = [0; 512];
         // SAFETY: the arguments match the entry's parameter types (checked
         // above); the pointers' validity is the caller's promise.
@@ -388,9 +369,7 @@ impl HostModule {
             return Ok(());
         }
         // SAFETY: the runtime always NUL-terminates the message within `err`.
-        let detail = unsafe { CStr::from_ptr(err.as_ptr()) }
-            .to_string_lossy()
-            .into_owned();
+        let detail = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
         let kernel = name.clone();
         Err(match rc {
             RC_DEADLOCK => HostError::Deadlock { kernel, detail },
@@ -407,14 +386,10 @@ fn check_dims(grid: [u32; 3], block: [u32; 3], max_threads: Option<u32>) -> Resu
         ));
     }
     if grid[0] > i32::MAX as u32 || grid[1] > 65535 || grid[2] > 65535 {
-        return Err(format!(
-            "grid {grid:?} exceeds CUDA's limits (2³¹-1, 65535, 65535)"
-        ));
+        return Err(format!("grid {grid:?} exceeds CUDA's limits (2³¹-1, 65535, 65535)"));
     }
     if block[0] > 1024 || block[1] > 1024 || block[2] > 64 {
-        return Err(format!(
-            "block {block:?} exceeds CUDA's limits (1024, 1024, 64)"
-        ));
+        return Err(format!("block {block:?} exceeds CUDA's limits (1024, 1024, 64)"));
     }
     let threads = block[0] * block[1] * block[2];
     let limit = max_threads.unwrap_or(1024).min(1024);

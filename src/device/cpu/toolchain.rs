@@ -59,10 +59,7 @@ impl HostToolchain {
         let not_found = || HostError::CompilerNotFound {
             tried: cxx.display().to_string(),
         };
-        let out = Command::new(&cxx)
-            .arg("--version")
-            .output()
-            .map_err(|_| not_found())?;
+        let out = Command::new(&cxx).arg("--version").output().map_err(|_| not_found())?;
         if !out.status.success() {
             return Err(not_found());
         }
@@ -135,11 +132,7 @@ fn cpu_identity() -> Option<String> {
         ];
         let id: Vec<&str> = first
             .lines()
-            .filter(|l| {
-                l.split(':')
-                    .next()
-                    .is_some_and(|k| keys.contains(&k.trim()))
-            })
+            .filter(|l| l.split(':').next().is_some_and(|k| keys.contains(&k.trim())))
             .collect();
         (!id.is_empty()).then(|| id.join("\n"))
     })
@@ -160,8 +153,7 @@ impl BuildDir {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        fs::create_dir_all(&path)
-            .map_err(|e| io_error(format!("creating {}", path.display()), e))?;
+        fs::create_dir_all(&path).map_err(|e| io_error(format!("creating {}", path.display()), e))?;
         Ok(BuildDir { path, keep: false })
     }
 }
@@ -214,11 +206,7 @@ impl BuildJob<'_> {
     }
 
     /// The object from the cache, else compiled (and stored when there is a cache).
-    pub(super) fn run(
-        &self,
-        tc: &HostToolchain,
-        cache: Option<&DiskCache>,
-    ) -> Result<Built, HostError> {
+    pub(super) fn run(&self, tc: &HostToolchain, cache: Option<&DiskCache>) -> Result<Built, HostError> {
         let key = self.key(tc);
         if let Some(path) = cache.and_then(|c| c.get_file(&key, "so")) {
             return Ok(Built {
@@ -265,12 +253,9 @@ impl BuildJob<'_> {
         }
         match cache {
             Some(cache) => {
-                let path = cache.put_file(&key, "so", &object).map_err(|e| {
-                    io_error(
-                        format!("storing in the cache at {}", cache.dir().display()),
-                        e,
-                    )
-                })?;
+                let path = cache
+                    .put_file(&key, "so", &object)
+                    .map_err(|e| io_error(format!("storing in the cache at {}", cache.dir().display()), e))?;
                 Ok(Built {
                     path,
                     cache_hit: false,
@@ -342,10 +327,7 @@ fn fiber_flags(var: Option<&str>) -> Result<Vec<String>, HostError> {
 /// The process's runtime, built (or fetched from the cache) and loaded on
 /// first use by whichever toolchain and cache come first. A failure is not
 /// remembered, so a later call can succeed.
-pub(super) fn runtime(
-    tc: &HostToolchain,
-    cache: Option<&DiskCache>,
-) -> Result<&'static Runtime, HostError> {
+pub(super) fn runtime(tc: &HostToolchain, cache: Option<&DiskCache>) -> Result<&'static Runtime, HostError> {
     static RUNTIME: Mutex<Option<&'static Runtime>> = Mutex::new(None);
     let mut slot = RUNTIME.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(rt) = *slot {
@@ -362,9 +344,7 @@ pub(super) fn runtime(
     ]
     .map(String::from)
     .to_vec();
-    flags.extend(fiber_flags(
-        std::env::var("NETC_HOST_FIBERS").ok().as_deref(),
-    )?);
+    flags.extend(fiber_flags(std::env::var("NETC_HOST_FIBERS").ok().as_deref())?);
     let built = BuildJob {
         what: "runtime",
         main_name: "netc_host_rt.cpp",
@@ -393,9 +373,7 @@ pub(super) fn runtime(
         (init(requested), count())
     };
     if api.is_null() {
-        return Err(load_error(
-            "out of memory starting the thread pool".to_string(),
-        ));
+        return Err(load_error("out of memory starting the thread pool".to_string()));
     }
     let rt: &'static Runtime = Box::leak(Box::new(Runtime {
         api,
@@ -429,9 +407,6 @@ mod tests {
             fiber_flags(Some("ucontext")).ok(),
             Some(vec!["-DNETC_HOST_UCONTEXT".to_string()])
         );
-        assert!(matches!(
-            fiber_flags(Some("threads")),
-            Err(HostError::Config { .. })
-        ));
+        assert!(matches!(fiber_flags(Some("threads")), Err(HostError::Config { .. })));
     }
 }
