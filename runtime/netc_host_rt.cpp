@@ -34,8 +34,6 @@ constexpr unsigned kMaxWarps = kMaxThreadsPerBlock / 32;
 constexpr size_t kStackBytes = 128 * 1024;
 // Launches smaller than this run on the calling thread: waking the pool costs
 // more than the work.
-constexpr unsigned long long kInlineFlatThreads = 1 << 15;
-constexpr unsigned long long kInlineCoopThreads = 1 << 12;
 
 // ---------------------------------------------------------------------------
 // Context switch. Every fiber starts in fiber_main(its Fiber).
@@ -469,8 +467,10 @@ int launch(const netc_host_launch* desc, char* err, unsigned long errlen) {
     // Several chunks per thread balance uneven blocks; cooperative blocks are
     // heavy enough to be claimed one at a time.
     l.chunk = coop ? 1 : std::max(1ull, desc->blocks / (8ull * workers));
-    const bool inline_run = workers == 1 || desc->blocks == 1 ||
-                            desc->blocks <= (coop ? kInlineCoopThreads : kInlineFlatThreads) / desc->threads;
+    // A block's weight is unknown here: CPU schedules put thousands of
+    // element-operations in one single-thread block. So every launch of more
+    // than one block is spread over the pool.
+    const bool inline_run = workers == 1 || desc->blocks == 1;
     if (inline_run) {
         work(l);
     } else {

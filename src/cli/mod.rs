@@ -2,8 +2,11 @@
 //! mistakes become diagnostics or one-line errors with a hint, and exit code 1.
 
 mod check;
+mod common;
+mod compile;
 mod graph;
 mod load;
+mod run;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -25,6 +28,10 @@ enum Command {
     Check(check::Args),
     /// Print a model's graph as text or Graphviz dot.
     Graph(graph::Args),
+    /// Generate a model's kernels as CUDA C or PTX.
+    Compile(compile::Args),
+    /// Train a model as its `train` section describes.
+    Run(run::Args),
 }
 
 /// A failure to report: already-rendered diagnostics, or a message with a hint.
@@ -72,6 +79,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(a) => check::run(a),
         Command::Graph(a) => graph::run(a),
+        Command::Compile(a) => compile::run(a),
+        Command::Run(a) => run::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

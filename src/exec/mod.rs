@@ -125,6 +125,8 @@ pub struct Executable {
     pub program: Program,
     pub plan: BufferPlan,
     backend: Backend,
+    /// Seconds spent in each kernel over all runs, when profiling.
+    pub profile: Option<Vec<f64>>,
 }
 
 impl Executable {
@@ -181,12 +183,14 @@ impl Executable {
                 }
             }
         };
+        let profile = std::env::var_os("NETC_PROFILE").map(|_| vec![0.0; program.kernels.len()]);
         Ok(Executable {
             graph,
             fusion,
             program,
             plan,
             backend,
+            profile,
         })
     }
 
@@ -274,10 +278,14 @@ impl Executable {
                         .iter()
                         .map(|b| HostArg::Ptr(ptrs[self.plan.slot_of[b]]))
                         .collect();
+                    let started = std::time::Instant::now();
                     // SAFETY: every buffer is sized by the plan for the node it
                     // holds, which is the extent the generated kernel indexes;
                     // nothing else touches the buffers during the launch.
                     unsafe { module.launch(launch.kernel, kernel.grid, kernel.block, &args)? };
+                    if let Some(p) = self.profile.as_mut() {
+                        p[launch.kernel] += started.elapsed().as_secs_f64();
+                    }
                 }
             }
             Backend::Cuda {
@@ -313,6 +321,31 @@ impl Executable {
             Backend::Cuda { buffers, .. } => buffers.swap(sa, sb),
         }
         Ok(())
+    }
+
+    /// The kernels that took longest, with their share of the time, when profiling.
+    pub fn profile_report(&self, top: usize) -> Option<String> {
+        let p = self.profile.as_ref()?;
+        let total: f64 = p.iter().sum::<f64>().max(1e-12);
+        let mut order: Vec<usize> = (0..p.len()).collect();
+        order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+        let lines: Vec<String> = order
+            .iter()
+            .take(top)
+            .map(|&k| {
+                format!(
+                    "  {:>8.3} s {:>5.1}%  {}",
+                    p[k],
+                    100.0 * p[k] / total,
+                    self.program.kernels[k].name
+                )
+            })
+            .collect();
+        Some(format!(
+            "kernel time {total:.3} s over {} kernels:\n{}",
+            p.len(),
+            lines.join("\n")
+        ))
     }
 
     /// Whether the host shim's object came from the cache (`None` on CUDA).
