@@ -4,6 +4,8 @@
 mod check;
 mod common;
 mod compile;
+mod eval;
+mod grad;
 mod graph;
 mod load;
 mod run;
@@ -30,8 +32,12 @@ enum Command {
     Graph(graph::Args),
     /// Generate a model's kernels as CUDA C or PTX.
     Compile(compile::Args),
+    /// Evaluate a model on inputs and write its outputs as .npy files.
+    Eval(eval::Args),
     /// Train a model as its `train` section describes.
     Run(run::Args),
+    /// Write the loss and every parameter gradient for one batch.
+    Grad(grad::Args),
 }
 
 /// A failure to report: already-rendered diagnostics, or a message with a hint.
@@ -80,7 +86,9 @@ pub fn main() -> ExitCode {
         Command::Check(a) => check::run(a),
         Command::Graph(a) => graph::run(a),
         Command::Compile(a) => compile::run(a),
+        Command::Eval(a) => eval::run(a),
         Command::Run(a) => run::run(a),
+        Command::Grad(a) => grad::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
