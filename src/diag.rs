@@ -168,7 +168,8 @@ fn to_codespan(d: &Diagnostic, len: usize) -> CsDiagnostic<()> {
 
 /// Closest candidate by edit distance, for "did you mean" hints.
 pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let limit = (name.chars().count() / 3).max(1);
+    // Short names are too close to too much: suggest only for 3+ letters.
+    let limit = name.chars().count() / 3;
     candidates
         .into_iter()
         .map(|c| (edit_distance(&name.to_lowercase(), &c.to_lowercase()), c))

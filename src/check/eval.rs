@@ -213,24 +213,12 @@ impl<'a> Checker<'a> {
             }
             loss = self.loss(&mut b, &mut scope, &t);
         }
-        if self.errors > errors_before {
-            // After an error the rest of an expression is not evaluated, so
-            // "unused" would only echo it: warn about names never mentioned.
-            let mentioned = mentioned_names(&m.body);
-            b.layers
-                .iter_mut()
-                .filter(|l| mentioned.contains(l.name.as_str()))
-                .for_each(|l| l.used = true);
-            scope
-                .bindings
-                .iter_mut()
-                .filter(|(n, _)| mentioned.contains(n.as_str()))
-                .for_each(|(_, v)| v.used = true);
-        }
-        self.warn_unused(&scope, &b, &outputs);
+        // After an error the rest of an expression is not evaluated, so
+        // "unused" warnings would mostly echo it.
         if self.errors > errors_before {
             return None;
         }
+        self.warn_unused(&scope, &b, &outputs);
         Some(Model {
             name: m.name.name.clone(),
             graph: b.graph,
@@ -471,7 +459,7 @@ impl<'a> Checker<'a> {
                 Value::Layer(b.layers.len() - 1)
             }
             Err(e) => {
-                self.lib_error(e, &args, span);
+                self.lib_error(e, lt.name, &args, span);
                 Value::Error
             }
         }
@@ -627,7 +615,7 @@ impl<'a> Checker<'a> {
             return match (f.build)(&mut ctx, &bound) {
                 Ok(v) => v,
                 Err(e) => {
-                    self.lib_error(e, &bound, span);
+                    self.lib_error(e, f.name, &bound, span);
                     Value::Error
                 }
             };
@@ -1019,12 +1007,12 @@ impl<'a> Checker<'a> {
         })
     }
 
-    fn lib_error(&mut self, e: LibError, args: &Args, call_span: &Span) {
+    fn lib_error(&mut self, e: LibError, callee: &str, args: &Args, call_span: &Span) {
         let d = match e {
             LibError::Arg(ArgError { param, message, hint }) => {
                 let (span, label) = match param {
                     Some(p) if args.is_given(p) || args.params.first().is_some_and(|f| f.name == p) => {
-                        (args.span(p), format!("`{p}` is here"))
+                        (args.span(p), format!("argument `{p}` of `{callee}`"))
                     }
                     _ => (call_span.clone(), "in this call".to_string()),
                 };
@@ -1407,40 +1395,4 @@ fn elementwise(op: BinOp, a: SExpr, b: SExpr) -> Option<SExpr> {
         BinOp::Div => Some(a / b),
         BinOp::FloorDiv | BinOp::Rem | BinOp::MatMul => None,
     }
-}
-
-/// Every name an expression in these statements refers to.
-fn mentioned_names(body: &[ast::Stmt]) -> HashSet<&str> {
-    fn walk<'e>(e: &'e ast::Expr, out: &mut HashSet<&'e str>) {
-        match &e.kind {
-            ExprKind::Name(id) => {
-                out.insert(&id.name);
-            }
-            ExprKind::Call { callee, args } => {
-                out.insert(&callee.name);
-                args.iter().for_each(|a| walk(&a.value, out));
-            }
-            ExprKind::Pipe { lhs, rhs } | ExprKind::Binary { lhs, rhs, .. } => {
-                walk(lhs, out);
-                walk(rhs, out);
-            }
-            ExprKind::Neg(inner) => walk(inner, out),
-            ExprKind::List(items) => items.iter().for_each(|i| walk(i, out)),
-            _ => {}
-        }
-    }
-    let mut out = HashSet::new();
-    for stmt in body {
-        match stmt {
-            ast::Stmt::Let { value, .. }
-            | ast::Stmt::Return { value, .. }
-            | ast::Stmt::Output { value: Some(value), .. } => walk(value, &mut out),
-            ast::Stmt::Output { name, value: None, .. } => {
-                out.insert(&name.name);
-            }
-            ast::Stmt::Train(t) => t.settings.iter().for_each(|s| walk(&s.value, &mut out)),
-            _ => {}
-        }
-    }
-    out
 }
