@@ -163,8 +163,8 @@ fn idx_corruption_is_reported_per_file() {
 fn cifar_record(label: u8, fill: u8) -> Vec<u8> {
     let mut r = vec![label];
     // Red plane all `fill`, green plane all 0, blue plane counting 0..=255.
-    r.extend(std::iter::repeat(fill).take(1024));
-    r.extend(std::iter::repeat(0).take(1024));
+    r.extend(std::iter::repeat_n(fill, 1024));
+    r.extend(std::iter::repeat_n(0, 1024));
     r.extend((0..1024).map(|i| (i % 256) as u8));
     r
 }
@@ -330,7 +330,7 @@ fn normalisation_is_per_channel_like_torchvision() {
     let rec = |label: u8, r: u8, g: u8, b: u8| {
         let mut v = vec![label];
         for c in [r, g, b] {
-            v.extend(std::iter::repeat(c).take(1024));
+            v.extend(std::iter::repeat_n(c, 1024));
         }
         v
     };

@@ -69,7 +69,7 @@ impl Coords {
             } else if a == 0 {
                 i.clone() / stride as i64
             } else {
-                (i.clone() / stride as i64).rem(int(n as i64))
+                (i.clone() / stride as i64).modulo(int(n as i64))
             });
         }
         Coords {

@@ -60,7 +60,7 @@ fn emit_gpu(k: &mut KernelCtx, anchor: NodeId, s: GemmShape, ops: &dyn GemmOpera
     };
     let m0 = k.constant("m0", CTy::I32, block_idx('y') * TILE as i64);
     let n0 = k.constant("n0", CTy::I32, block_idx('x') * TILE as i64);
-    let tx = k.constant("tx", CTy::I32, thread_idx('x').rem(int(16)));
+    let tx = k.constant("tx", CTy::I32, thread_idx('x').modulo(int(16)));
     let ty = k.constant("ty", CTy::I32, thread_idx('x') / 16);
     // A is stored [k][m] with one pad column so the transposing stores do
     // not collide on a shared-memory bank.
@@ -92,13 +92,13 @@ fn emit_gpu(k: &mut KernelCtx, anchor: NodeId, s: GemmShape, ops: &dyn GemmOpera
     k.push_scope();
     let e = k.constant("e", CTy::I32, thread_idx('x') + var("l") * THREADS as i64);
     let am = k.index("am", m0.clone() + e.clone() / TILE_K as i64);
-    let ak = k.index("ak", var("k0") + e.clone().rem(int(TILE_K as i64)));
+    let ak = k.index("ak", var("k0") + e.clone().modulo(int(TILE_K as i64)));
     let a_val = ops.a(k, &b, &am, &ak);
     let a_in = am.lt(m_total.clone()).and(ak.lt(k_total.clone()));
-    let a_slot = e.clone().rem(int(TILE_K as i64)) * a_stride + e.clone() / TILE_K as i64;
+    let a_slot = e.clone().modulo(int(TILE_K as i64)) * a_stride + e.clone() / TILE_K as i64;
     k.assign(load("As", a_slot), AssignOp::Set, select(a_in, a_val, f32c(0.0)));
     let bk = k.index("bk", var("k0") + e.clone() / TILE as i64);
-    let bn = k.index("bn", n0.clone() + e.clone().rem(int(TILE as i64)));
+    let bn = k.index("bn", n0.clone() + e.clone().modulo(int(TILE as i64)));
     let b_val = ops.b(k, &b, &bk, &bn);
     let b_in = bk.lt(k_total.clone()).and(bn.lt(n_total.clone()));
     k.assign(load("Bs", e), AssignOp::Set, select(b_in, b_val, f32c(0.0)));
@@ -137,7 +137,7 @@ fn emit_gpu(k: &mut KernelCtx, anchor: NodeId, s: GemmShape, ops: &dyn GemmOpera
             vec![KStmt::Assign {
                 target: load("acc", var("r")),
                 op: AssignOp::Add,
-                value: load("a", var("r") / MICRO as i64) * load("bv", var("r").rem(int(MICRO as i64))),
+                value: load("a", var("r") / MICRO as i64) * load("bv", var("r").modulo(int(MICRO as i64))),
             }],
         ),
     ];
@@ -160,7 +160,7 @@ fn emit_gpu(k: &mut KernelCtx, anchor: NodeId, s: GemmShape, ops: &dyn GemmOpera
     // stores are contiguous.
     k.push_scope();
     let gm = k.constant("gm", CTy::I32, m0 + ty + var("r") / MICRO as i64 * 16);
-    let gn = k.constant("gn", CTy::I32, n0 + tx + var("r").rem(int(MICRO as i64)) * 16);
+    let gn = k.constant("gn", CTy::I32, n0 + tx + var("r").modulo(int(MICRO as i64)) * 16);
     k.push_scope();
     k.bind(anchor, Value::f32(load("acc", var("r"))));
     let at = ops.out(k, &b, &gm, &gn);

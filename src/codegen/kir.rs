@@ -173,7 +173,8 @@ impl KExpr {
     pub fn and(self, o: KExpr) -> KExpr {
         KExpr::bin(BinOp::And, self, o)
     }
-    pub fn rem(self, o: KExpr) -> KExpr {
+    /// `self % o`, C's remainder.
+    pub fn modulo(self, o: KExpr) -> KExpr {
         KExpr::bin(BinOp::Rem, self, o)
     }
 }

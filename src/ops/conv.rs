@@ -404,7 +404,7 @@ impl ConvGemm {
         } else {
             (
                 k.index("n", b.clone() / self.d.g as i64),
-                k.index("g", b.clone().rem(i(self.d.g))),
+                k.index("g", b.clone().modulo(i(self.d.g))),
             )
         }
     }
@@ -413,8 +413,8 @@ impl ConvGemm {
     fn tap(&self, k: &mut KernelCtx, first: &str, q: &KExpr) -> (KExpr, KExpr, KExpr) {
         let (kh, kw) = (self.d.kh, self.d.kw);
         let c = k.index(first, q.clone() / (kh * kw) as i64);
-        let ky = k.index("ky", (q.clone() / kw as i64).rem(i(kh)));
-        let kx = k.index("kx", q.clone().rem(i(kw)));
+        let ky = k.index("ky", (q.clone() / kw as i64).modulo(i(kh)));
+        let kx = k.index("kx", q.clone().modulo(i(kw)));
         (c, ky, kx)
     }
 
@@ -422,7 +422,7 @@ impl ConvGemm {
     fn pixel(&self, k: &mut KernelCtx, names: [&str; 2], p: &KExpr, w: usize) -> (KExpr, KExpr) {
         (
             k.index(names[0], p.clone() / w as i64),
-            k.index(names[1], p.clone().rem(i(w))),
+            k.index(names[1], p.clone().modulo(i(w))),
         )
     }
 
@@ -507,7 +507,7 @@ impl GemmOperands for GradInput<'_> {
         let o = k.index("o", g * c.d.og as i64 + q.clone() / taps);
         load(
             c.w.clone(),
-            (o * c.d.cg as i64 + c_local.clone()) * taps + q.clone().rem(int(taps)),
+            (o * c.d.cg as i64 + c_local.clone()) * taps + q.clone().modulo(int(taps)),
         )
     }
     fn b(&self, k: &mut KernelCtx, b: &KExpr, q: &KExpr, p: &KExpr) -> KExpr {
@@ -525,7 +525,7 @@ impl GemmOperands for GradInput<'_> {
             let o = if stride == 1 {
                 t
             } else {
-                conds.push(t.clone().rem(i(stride)).eq(int(0)));
+                conds.push(t.clone().modulo(i(stride)).eq(int(0)));
                 k.index(name, t / stride as i64)
             };
             conds.push(o.clone().lt(i(size)));
@@ -556,14 +556,14 @@ impl GemmOperands for GradWeight<'_> {
         let channel = g.clone() * c.d.og as i64 + o.clone();
         load(
             c.dy.clone(),
-            (n * c.d.o as i64 + channel) * plane + r.clone().rem(int(plane)),
+            (n * c.d.o as i64 + channel) * plane + r.clone().modulo(int(plane)),
         )
     }
     fn b(&self, k: &mut KernelCtx, g: &KExpr, r: &KExpr, q: &KExpr) -> KExpr {
         let c = &self.0;
         let plane = (c.d.ho * c.d.wo) as i64;
         let n = k.index("n", r.clone() / plane);
-        let p = k.index("p", r.clone().rem(int(plane)));
+        let p = k.index("p", r.clone().modulo(int(plane)));
         let (ci, ky, kx) = c.tap(k, "ci", q);
         let out_pixel = c.pixel(k, ["oy", "ox"], &p, c.d.wo);
         c.im2col(k, &n, g, &ci, out_pixel, (ky, kx))

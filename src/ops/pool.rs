@@ -274,7 +274,7 @@ impl Primitive for Pool2dGrad {
                 let dilation = self.pool.dilation[a] as i64;
                 if dilation > 1 {
                     let t = pos + self.pool.padding[a] as i64 - o * self.pool.stride[a] as i64;
-                    on_grid = on_grid.and(t.rem(int(dilation)).eq(int(0)));
+                    on_grid = on_grid.and(t.modulo(int(dilation)).eq(int(0)));
                 }
             }
             let g = load(

@@ -325,7 +325,7 @@ impl Session {
         }
         if let Some(c) = resume {
             self.load(&c.tensors)?;
-            loader.restore(c.loader.clone())?;
+            loader.restore(c.loader)?;
             self.steps_done = c.step;
         }
         let per_epoch = loader.batches_per_epoch();

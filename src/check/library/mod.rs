@@ -164,11 +164,14 @@ pub trait Layer: Debug {
     fn apply(&self, ctx: &mut Ctx, x: NodeId, use_span: &Span) -> LibResult<NodeId>;
 }
 
+/// Creates a layer's parameters under a prefix (`conv1`, `res1.a`).
+pub type DeclareLayer = fn(&mut Ctx, &Args, &str, &Span) -> LibResult<Box<dyn Layer>>;
+
 pub struct LayerType {
     pub name: &'static str,
     pub params: &'static [Param],
     /// Creates the layer's parameters under `prefix` (`conv1`, `res1.a`).
-    pub declare: fn(&mut Ctx, &Args, &str, &Span) -> LibResult<Box<dyn Layer>>,
+    pub declare: DeclareLayer,
     pub summary: &'static str,
     pub torch: &'static str,
 }
