@@ -228,6 +228,13 @@ impl<'src> Context<'_, 'src> {
             }
         }
         let in_train = self.in_train_body(span.start);
+        if let (Some((start, Token::Target, end)), false) = (prev, in_train) {
+            if expected.is(&[":"]) {
+                return d
+                    .secondary(*start..*end, "`target` is a keyword")
+                    .note("`target` names an argument (`target: labels`) or declares a target in `train`; it cannot be a value");
+            }
+        }
         match token {
             Token::Ident(word) if expected.is(&["model", "block"]) => match misspelled(word, &["model", "block"]) {
                 Some(kw) => d.help(format!("did you mean `{kw}`?")),
@@ -275,19 +282,9 @@ impl<'src> Context<'_, 'src> {
     }
 }
 
-/// The keyword that `word` is a typo of: one edit away, or two letters
-/// swapped.
+/// The keyword that `word` is a typo of (one edit away, a swap counting as one).
 fn misspelled(word: &str, keywords: &[&'static str]) -> Option<&'static str> {
-    let swapped = |kw: &str| {
-        let (a, b): (Vec<char>, Vec<char>) = (word.chars().collect(), kw.chars().collect());
-        a.len() == b.len()
-            && (0..a.len().saturating_sub(1)).any(|i| {
-                let mut t = a.clone();
-                t.swap(i, i + 1);
-                t == b
-            })
-    };
-    did_you_mean(word, keywords.iter().copied()).or_else(|| keywords.iter().copied().find(|kw| swapped(kw)))
+    did_you_mean(word, keywords.iter().copied())
 }
 
 fn starts_statement(token: &Token<'_>, next: Option<&Token<'_>>) -> bool {

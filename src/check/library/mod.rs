@@ -224,3 +224,32 @@ pub mod exprs {
         lit(0.5) * arg(0) * (lit(1.0) + inner.tanh())
     }
 }
+
+/// The reference tables of docs/language.md (functions, losses, layers),
+/// generated from the library itself so the documentation cannot drift.
+pub fn reference_markdown() -> String {
+    use super::value::Default as D;
+    let signature = |params: &[Param]| -> String {
+        params
+            .iter()
+            .map(|p| match p.default {
+                D::Required => p.name.to_string(),
+                _ => format!("{}: {}", p.name, p.show_default().trim_start_matches("= ")),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = String::from("| function | arguments (defaults) | computes | PyTorch |\n|---|---|---|---|\n");
+    for f in functions::ALL {
+        out += &format!("| `{}` | `{}` | {} | `{}` |\n", f.name, signature(f.params), f.summary, f.torch);
+    }
+    out += "\n| loss | arguments (defaults) | computes | PyTorch |\n|---|---|---|---|\n";
+    for f in losses::ALL {
+        out += &format!("| `{}` | `{}` | {} | `{}` |\n", f.name, signature(f.params), f.summary, f.torch);
+    }
+    out += "\n| layer | arguments (defaults) | computes | PyTorch |\n|---|---|---|---|\n";
+    for l in layers::ALL {
+        out += &format!("| `{}` | `{}` | {} | `{}` |\n", l.name, signature(l.params), l.summary, l.torch);
+    }
+    out
+}
