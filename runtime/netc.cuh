@@ -7,6 +7,15 @@
 #include "netc_host.h"
 #endif
 
+// Marks a loop that sums into `acc` as safe to vectorise (reassociate) on the
+// host, where the CPU schedules use it; the GPU schedules never emit it.
+#ifdef __CUDACC_RTC__
+#define NETC_SIMD_SUM(acc)
+#else
+#define NETC_PRAGMA(text) _Pragma(#text)
+#define NETC_SIMD_SUM(acc) NETC_PRAGMA(omp simd reduction(+ : acc))
+#endif
+
 __device__ __forceinline__ float netc_sigmoid(float x) {
     return 1.0f / (1.0f + expf(-x));
 }

@@ -1,7 +1,7 @@
 //! The one printer: kernel IR to CUDA C text. Output depends only on its
 //! input, so snapshots of generated kernels do not churn.
 
-use super::kir::{AssignOp, KExpr, KStmt, Kernel, Unroll};
+use super::kir::{AssignOp, KExpr, KStmt, Kernel, LoopHint};
 use std::fmt::Write;
 
 /// Prints a whole translation unit: header comment, include, kernels.
@@ -86,14 +86,17 @@ fn print_stmt(out: &mut String, s: &KStmt, depth: usize) {
             end,
             step,
             body,
-            unroll,
+            hint,
         } => {
-            match unroll {
-                Unroll::Compiler => {}
-                Unroll::Full => out.push_str("#pragma unroll\n"),
-                Unroll::Never => out.push_str("#pragma unroll 1\n"),
+            match hint {
+                LoopHint::Compiler => {}
+                LoopHint::Unroll => out.push_str("#pragma unroll\n"),
+                LoopHint::NoUnroll => out.push_str("#pragma unroll 1\n"),
+                LoopHint::VectorizeSum(acc) => {
+                    let _ = writeln!(out, "NETC_SIMD_SUM({acc})");
+                }
             }
-            if *unroll != Unroll::Compiler {
+            if *hint != LoopHint::Compiler {
                 indent(out, depth);
             }
             let step = if step.is_int(1) {

@@ -234,7 +234,7 @@ pub enum KStmt {
         end: KExpr,
         step: KExpr,
         body: Vec<KStmt>,
-        unroll: Unroll,
+        hint: LoopHint,
     },
     If {
         cond: KExpr,
@@ -258,17 +258,19 @@ pub enum KStmt {
     Comment(String),
 }
 
-/// How NVRTC may unroll a loop (the C++ compiler of the host shim ignores
-/// these pragmas).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unroll {
+/// What the compilers may do with a loop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoopHint {
     /// The compiler decides.
     Compiler,
     /// `#pragma unroll`: small constant trip counts that index register arrays.
-    Full,
+    Unroll,
     /// `#pragma unroll 1`: CPU-schedule loops over local arrays, which a
     /// GPU compile would otherwise unroll into spilled registers.
-    Never,
+    NoUnroll,
+    /// A sum into this variable that the host compiler may vectorise
+    /// (reassociate), through `NETC_SIMD_SUM` from netc.cuh.
+    VectorizeSum(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! chunks of outputs per block on the CPU.
 
 use super::ctx::{Coords, KernelCtx};
-use super::kir::{call, int, var, CTy, KExpr, KStmt, Unroll};
+use super::kir::{call, int, var, CTy, KExpr, KStmt, LoopHint};
 use super::Target;
 
 /// Threads per block of the GPU's one-output-per-thread schedules.
@@ -63,7 +63,7 @@ pub fn for_each_output(k: &mut KernelCtx, n: usize, work: usize, body: impl FnOn
                 end,
                 step: int(1),
                 body: stmts,
-                unroll: Unroll::Compiler,
+                hint: LoopHint::Compiler,
             });
         }
     }

@@ -4,7 +4,7 @@
 use super::{expect_arity, expect_float, no_backward, FusionRole, OpError, OpResult, Primitive};
 use crate::autodiff::AdCtx;
 use crate::codegen::ctx::{CodegenError, Coords, KernelCtx};
-use crate::codegen::gemm::{self, GemmOperands, GemmShape};
+use crate::codegen::gemm::{self, axis, CpuOrder, GemmOperands, GemmShape};
 use crate::codegen::kir::{f32c, int, load, select, KExpr};
 use crate::ir::{Dim, NodeId, TensorType};
 use crate::reference::{Real, RefTensor};
@@ -168,9 +168,9 @@ impl Primitive for Conv2d {
         };
         let shape = GemmShape {
             batch: d.n * d.g,
-            m: d.og,
-            n: d.ho * d.wo,
-            k: d.cg * d.kh * d.kw,
+            m: vec![axis("o", d.og)],
+            n: vec![axis("oy", d.ho), axis("ox", d.wo)],
+            k: vec![axis("ci", d.cg), axis("ky", d.kh), axis("kx", d.kw)],
         };
         gemm::emit(k, node, shape, &Forward(&plan));
         Ok(())
@@ -248,9 +248,9 @@ impl Primitive for Conv2dGradInput {
         };
         let shape = GemmShape {
             batch: d.n * d.g,
-            m: d.cg,
-            n: d.h * d.w,
-            k: d.og * d.kh * d.kw,
+            m: vec![axis("ci", d.cg)],
+            n: vec![axis("iy", d.h), axis("ix", d.w)],
+            k: vec![axis("o", d.og), axis("ky", d.kh), axis("kx", d.kw)],
         };
         gemm::emit(k, node, shape, &GradInput(&plan));
         Ok(())
@@ -311,9 +311,9 @@ impl Primitive for Conv2dGradWeight {
         };
         let shape = GemmShape {
             batch: d.g,
-            m: d.og,
-            n: d.cg * d.kh * d.kw,
-            k: d.n * d.ho * d.wo,
+            m: vec![axis("o", d.og)],
+            n: vec![axis("ci", d.cg), axis("ky", d.kh), axis("kx", d.kw)],
+            k: vec![axis("n", d.n), axis("oy", d.ho), axis("ox", d.wo)],
         };
         gemm::emit(k, node, shape, &GradWeight(&plan));
         Ok(())
@@ -402,51 +402,22 @@ impl ConvGemm {
         if self.d.g == 1 {
             (b.clone(), int(0))
         } else {
-            (
-                k.index("n", b.clone() / self.d.g as i64),
-                k.index("g", b.clone().modulo(i(self.d.g))),
-            )
+            (k.index("n", b.clone() / self.d.g as i64), k.index("g", b.clone().modulo(i(self.d.g))))
         }
     }
 
-    /// (channel-in-group, ky, kx) of a flattened kernel tap index.
-    fn tap(&self, k: &mut KernelCtx, first: &str, q: &KExpr) -> (KExpr, KExpr, KExpr) {
-        let (kh, kw) = (self.d.kh, self.d.kw);
-        let c = k.index(first, q.clone() / (kh * kw) as i64);
-        let ky = k.index("ky", (q.clone() / kw as i64).modulo(i(kh)));
-        let kx = k.index("kx", q.clone().modulo(i(kw)));
-        (c, ky, kx)
-    }
-
-    /// (row, column) of a flattened position in an h × w plane.
-    fn pixel(&self, k: &mut KernelCtx, names: [&str; 2], p: &KExpr, w: usize) -> (KExpr, KExpr) {
-        (
-            k.index(names[0], p.clone() / w as i64),
-            k.index(names[1], p.clone().modulo(i(w))),
-        )
-    }
-
     /// x[n, g·Cg + c, oy·s − p + ky·d, ...], zero in the padding.
-    #[allow(clippy::too_many_arguments)]
     fn im2col(
         &self,
         k: &mut KernelCtx,
-        n: &KExpr,
-        g: &KExpr,
-        c: &KExpr,
-        (oy, ox): (KExpr, KExpr),
-        (ky, kx): (KExpr, KExpr),
+        (n, g, c): (&KExpr, &KExpr, &KExpr),
+        (oy, ox): (&KExpr, &KExpr),
+        (ky, kx): (&KExpr, &KExpr),
     ) -> KExpr {
         let geo = &self.geo;
         let d = &self.d;
-        let iy = k.index(
-            "iy",
-            oy * geo.stride[0] as i64 - geo.padding[0] as i64 + ky * geo.dilation[0] as i64,
-        );
-        let ix = k.index(
-            "ix",
-            ox * geo.stride[1] as i64 - geo.padding[1] as i64 + kx * geo.dilation[1] as i64,
-        );
+        let iy = k.index("iy", oy.clone() * geo.stride[0] as i64 - geo.padding[0] as i64 + ky.clone() * geo.dilation[0] as i64);
+        let ix = k.index("ix", ox.clone() * geo.stride[1] as i64 - geo.padding[1] as i64 + kx.clone() * geo.dilation[1] as i64);
         let channel = g.clone() * d.cg as i64 + c.clone();
         let index = ((n.clone() * d.c as i64 + channel) * d.h as i64 + iy.clone()) * d.w as i64 + ix.clone();
         let mut inside = Vec::new();
@@ -458,6 +429,12 @@ impl ConvGemm {
         }
         guard(inside, load(self.x.clone(), index))
     }
+
+    /// Weight tap (c, ky, kx) of output channel `o` in the OIHW weight.
+    fn weight(&self, o: KExpr, c: &KExpr, ky: &KExpr, kx: &KExpr) -> KExpr {
+        let d = &self.d;
+        load(self.w.clone(), ((o * d.cg as i64 + c.clone()) * d.kh as i64 + ky.clone()) * d.kw as i64 + kx.clone())
+    }
 }
 
 /// `cond ? value : 0`, or the bare value when nothing can fall outside.
@@ -468,30 +445,27 @@ fn guard(conds: Vec<KExpr>, value: KExpr) -> KExpr {
     }
 }
 
-/// y[n, g·Og + m, p] = Σ_(c,ky,kx) w[g·Og + m, c, ky, kx] · x[n, g·Cg + c, ...]
+/// y[n, g·Og + o, oy, ox] = Σ_(c,ky,kx) w[g·Og + o, c, ky, kx] · x[n, g·Cg + c, iy, ix]
 struct Forward<'a>(&'a ConvGemm);
 
 impl GemmOperands for Forward<'_> {
-    fn a(&self, k: &mut KernelCtx, b: &KExpr, m: &KExpr, q: &KExpr) -> KExpr {
+    fn a(&self, k: &mut KernelCtx, b: &KExpr, m: &[KExpr], q: &[KExpr]) -> KExpr {
         let c = &self.0;
         let (_, g) = c.sample_group(k, b);
-        load(
-            c.w.clone(),
-            (g * c.d.og as i64 + m.clone()) * (c.d.cg * c.d.kh * c.d.kw) as i64 + q.clone(),
-        )
+        c.weight(g * c.d.og as i64 + m[0].clone(), &q[0], &q[1], &q[2])
     }
-    fn b(&self, k: &mut KernelCtx, b: &KExpr, q: &KExpr, p: &KExpr) -> KExpr {
+    fn b(&self, k: &mut KernelCtx, b: &KExpr, q: &[KExpr], p: &[KExpr]) -> KExpr {
         let c = &self.0;
         let (n, g) = c.sample_group(k, b);
-        let (ci, ky, kx) = c.tap(k, "ci", q);
-        let out_pixel = c.pixel(k, ["oy", "ox"], p, c.d.wo);
-        c.im2col(k, &n, &g, &ci, out_pixel, (ky, kx))
+        c.im2col(k, (&n, &g, &q[0]), (&p[0], &p[1]), (&q[1], &q[2]))
     }
-    fn out(&self, k: &mut KernelCtx, b: &KExpr, m: &KExpr, p: &KExpr) -> Coords {
+    fn out(&self, k: &mut KernelCtx, b: &KExpr, m: &[KExpr], p: &[KExpr]) -> Coords {
         let c = &self.0;
         let (n, g) = c.sample_group(k, b);
-        let (oy, ox) = c.pixel(k, ["oy", "ox"], p, c.d.wo);
-        Coords::from_axes(vec![n, g * c.d.og as i64 + m.clone(), oy, ox])
+        Coords::from_axes(vec![n, g * c.d.og as i64 + m[0].clone(), p[0].clone(), p[1].clone()])
+    }
+    fn cpu_order(&self) -> CpuOrder {
+        CpuOrder::RowUpdate
     }
 }
 
@@ -500,25 +474,19 @@ impl GemmOperands for Forward<'_> {
 struct GradInput<'a>(&'a ConvGemm);
 
 impl GemmOperands for GradInput<'_> {
-    fn a(&self, k: &mut KernelCtx, b: &KExpr, c_local: &KExpr, q: &KExpr) -> KExpr {
+    fn a(&self, k: &mut KernelCtx, b: &KExpr, m: &[KExpr], q: &[KExpr]) -> KExpr {
         let c = &self.0;
         let (_, g) = c.sample_group(k, b);
-        let taps = (c.d.kh * c.d.kw) as i64;
-        let o = k.index("o", g * c.d.og as i64 + q.clone() / taps);
-        load(
-            c.w.clone(),
-            (o * c.d.cg as i64 + c_local.clone()) * taps + q.clone().modulo(int(taps)),
-        )
+        c.weight(g * c.d.og as i64 + q[0].clone(), &m[0], &q[1], &q[2])
     }
-    fn b(&self, k: &mut KernelCtx, b: &KExpr, q: &KExpr, p: &KExpr) -> KExpr {
+    fn b(&self, k: &mut KernelCtx, b: &KExpr, q: &[KExpr], p: &[KExpr]) -> KExpr {
         let c = &self.0;
         let (geo, d) = (c.geo, c.d);
         let (n, g) = c.sample_group(k, b);
-        let (o_local, ky, kx) = c.tap(k, "o", q);
-        let (iy, ix) = c.pixel(k, ["iy", "ix"], p, d.w);
+        let (o_local, ky, kx) = (&q[0], &q[1], &q[2]);
         // The output pixel whose window puts tap (ky, kx) on (iy, ix).
-        let sy = k.index("sy", iy + geo.padding[0] as i64 - ky * geo.dilation[0] as i64);
-        let sx = k.index("sx", ix + geo.padding[1] as i64 - kx * geo.dilation[1] as i64);
+        let sy = k.index("sy", p[0].clone() + geo.padding[0] as i64 - ky.clone() * geo.dilation[0] as i64);
+        let sx = k.index("sx", p[1].clone() + geo.padding[1] as i64 - kx.clone() * geo.dilation[1] as i64);
         let mut conds = Vec::new();
         let mut source = |k: &mut KernelCtx, t: KExpr, stride: usize, size: usize, name: &str| {
             conds.push(t.clone().ge(int(0)));
@@ -533,15 +501,17 @@ impl GemmOperands for GradInput<'_> {
         };
         let oy = source(k, sy, geo.stride[0], d.ho, "oy");
         let ox = source(k, sx, geo.stride[1], d.wo, "ox");
-        let channel = g * d.og as i64 + o_local;
+        let channel = g * d.og as i64 + o_local.clone();
         let index = ((n * d.o as i64 + channel) * d.ho as i64 + oy) * d.wo as i64 + ox;
         guard(conds, load(c.dy.clone(), index))
     }
-    fn out(&self, k: &mut KernelCtx, b: &KExpr, c_local: &KExpr, p: &KExpr) -> Coords {
+    fn out(&self, k: &mut KernelCtx, b: &KExpr, m: &[KExpr], p: &[KExpr]) -> Coords {
         let c = &self.0;
         let (n, g) = c.sample_group(k, b);
-        let (iy, ix) = c.pixel(k, ["iy", "ix"], p, c.d.w);
-        Coords::from_axes(vec![n, g * c.d.cg as i64 + c_local.clone(), iy, ix])
+        Coords::from_axes(vec![n, g * c.d.cg as i64 + m[0].clone(), p[0].clone(), p[1].clone()])
+    }
+    fn cpu_order(&self) -> CpuOrder {
+        CpuOrder::RowUpdate
     }
 }
 
@@ -549,28 +519,20 @@ impl GemmOperands for GradInput<'_> {
 struct GradWeight<'a>(&'a ConvGemm);
 
 impl GemmOperands for GradWeight<'_> {
-    fn a(&self, k: &mut KernelCtx, g: &KExpr, o: &KExpr, r: &KExpr) -> KExpr {
+    fn a(&self, _: &mut KernelCtx, g: &KExpr, m: &[KExpr], r: &[KExpr]) -> KExpr {
         let c = &self.0;
-        let plane = (c.d.ho * c.d.wo) as i64;
-        let n = k.index("n", r.clone() / plane);
-        let channel = g.clone() * c.d.og as i64 + o.clone();
-        load(
-            c.dy.clone(),
-            (n * c.d.o as i64 + channel) * plane + r.clone().modulo(int(plane)),
-        )
+        let d = &c.d;
+        let channel = g.clone() * d.og as i64 + m[0].clone();
+        load(c.dy.clone(), ((r[0].clone() * d.o as i64 + channel) * d.ho as i64 + r[1].clone()) * d.wo as i64 + r[2].clone())
     }
-    fn b(&self, k: &mut KernelCtx, g: &KExpr, r: &KExpr, q: &KExpr) -> KExpr {
-        let c = &self.0;
-        let plane = (c.d.ho * c.d.wo) as i64;
-        let n = k.index("n", r.clone() / plane);
-        let p = k.index("p", r.clone().modulo(int(plane)));
-        let (ci, ky, kx) = c.tap(k, "ci", q);
-        let out_pixel = c.pixel(k, ["oy", "ox"], &p, c.d.wo);
-        c.im2col(k, &n, g, &ci, out_pixel, (ky, kx))
+    fn b(&self, k: &mut KernelCtx, g: &KExpr, r: &[KExpr], q: &[KExpr]) -> KExpr {
+        self.0.im2col(k, (&r[0], g, &q[0]), (&r[1], &r[2]), (&q[1], &q[2]))
     }
-    fn out(&self, k: &mut KernelCtx, g: &KExpr, o: &KExpr, q: &KExpr) -> Coords {
+    fn out(&self, _: &mut KernelCtx, g: &KExpr, m: &[KExpr], q: &[KExpr]) -> Coords {
         let c = &self.0;
-        let (ci, ky, kx) = c.tap(k, "ci", q);
-        Coords::from_axes(vec![g.clone() * c.d.og as i64 + o.clone(), ci, ky, kx])
+        Coords::from_axes(vec![g.clone() * c.d.og as i64 + m[0].clone(), q[0].clone(), q[1].clone(), q[2].clone()])
+    }
+    fn cpu_order(&self) -> CpuOrder {
+        CpuOrder::DotProduct
     }
 }

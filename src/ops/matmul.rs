@@ -5,7 +5,7 @@ use super::map::broadcast_shapes;
 use super::{expect_arity, expect_float, FusionRole, OpError, OpResult, Primitive};
 use crate::autodiff::AdCtx;
 use crate::codegen::ctx::{CodegenError, Coords, KernelCtx};
-use crate::codegen::gemm::{self, GemmOperands, GemmShape};
+use crate::codegen::gemm::{self, axis, CpuOrder, GemmOperands, GemmShape};
 use crate::codegen::kir::{load, KExpr};
 use crate::ir::{NodeId, TensorType};
 use crate::reference::{Real, RefTensor};
@@ -55,11 +55,7 @@ impl Primitive for MatMul {
         let ops = k.graph.operands(node);
         let out = k.dims(node);
         let r = out.len();
-        let operand = |k: &mut KernelCtx, id: NodeId, transposed: bool| Operand {
-            name: k.buffer(id),
-            shape: k.dims(id),
-            transposed,
-        };
+        let operand = |k: &mut KernelCtx, id: NodeId, transposed: bool| Operand { name: k.buffer(id), shape: k.dims(id), transposed };
         let plan = MatMulGemm {
             a: operand(k, ops[0], self.trans_a),
             b: operand(k, ops[1], self.trans_b),
@@ -68,9 +64,9 @@ impl Primitive for MatMul {
         let inner = plan.a.shape[matrix_axes(plan.a.shape.len(), self.trans_a).1];
         let shape = GemmShape {
             batch: out[..r - 2].iter().product(),
-            m: out[r - 2],
-            n: out[r - 1],
-            k: inner,
+            m: vec![axis("row", out[r - 2])],
+            n: vec![axis("col", out[r - 1])],
+            k: vec![axis("k", inner)],
         };
         gemm::emit(k, node, shape, &plan);
         Ok(())
@@ -182,16 +178,24 @@ struct MatMulGemm {
 }
 
 impl GemmOperands for MatMulGemm {
-    fn a(&self, _: &mut KernelCtx, b: &KExpr, m: &KExpr, kk: &KExpr) -> KExpr {
-        self.a.at(&self.batch_shape, b, m, kk)
+    fn a(&self, _: &mut KernelCtx, b: &KExpr, m: &[KExpr], kk: &[KExpr]) -> KExpr {
+        self.a.at(&self.batch_shape, b, &m[0], &kk[0])
     }
-    fn b(&self, _: &mut KernelCtx, b: &KExpr, kk: &KExpr, n: &KExpr) -> KExpr {
-        self.b.at(&self.batch_shape, b, kk, n)
+    fn b(&self, _: &mut KernelCtx, b: &KExpr, kk: &[KExpr], n: &[KExpr]) -> KExpr {
+        self.b.at(&self.batch_shape, b, &kk[0], &n[0])
     }
-    fn out(&self, _: &mut KernelCtx, b: &KExpr, m: &KExpr, n: &KExpr) -> Coords {
+    fn out(&self, _: &mut KernelCtx, b: &KExpr, m: &[KExpr], n: &[KExpr]) -> Coords {
         let mut axes = Coords::from_flat(b.clone(), &self.batch_shape).axes;
-        axes.push(m.clone());
-        axes.push(n.clone());
+        axes.push(m[0].clone());
+        axes.push(n[0].clone());
         Coords::from_axes(axes)
+    }
+    /// With B transposed (x @ Wᵀ) both operands run along k: dot products.
+    fn cpu_order(&self) -> CpuOrder {
+        if self.b.transposed {
+            CpuOrder::DotProduct
+        } else {
+            CpuOrder::RowUpdate
+        }
     }
 }

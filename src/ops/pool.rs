@@ -4,7 +4,7 @@
 use super::{expect_arity, expect_float, no_backward, FusionRole, OpError, OpResult, Primitive};
 use crate::autodiff::AdCtx;
 use crate::codegen::ctx::{CodegenError, Coords, KernelCtx, Value};
-use crate::codegen::kir::{call, cast, f32c, int, load, var, AssignOp, CTy, KExpr, KStmt, Unroll};
+use crate::codegen::kir::{call, cast, f32c, int, load, var, AssignOp, CTy, KExpr, KStmt, LoopHint};
 use crate::codegen::templates::for_each_output;
 use crate::ir::{Dim, NodeId, TensorType};
 use crate::reference::{Real, RefTensor};
@@ -320,7 +320,7 @@ impl Primitive for Pool2dGrad {
                 end: rx.1,
                 step: int(1),
                 body,
-                unroll: Unroll::Compiler,
+                hint: LoopHint::Compiler,
             };
             k.emit(KStmt::For {
                 var: "oy".into(),
@@ -328,7 +328,7 @@ impl Primitive for Pool2dGrad {
                 end: ry.1,
                 step: int(1),
                 body: vec![inner],
-                unroll: Unroll::Compiler,
+                hint: LoopHint::Compiler,
             });
             k.bind(node, Value::f32(acc));
             k.store_root(&at);
@@ -438,7 +438,7 @@ impl Pool2d {
             end: int(self.kernel[1] as i64),
             step: int(1),
             body,
-            unroll: Unroll::Compiler,
+            hint: LoopHint::Compiler,
         };
         k.emit(KStmt::For {
             var: "ky".into(),
@@ -446,7 +446,7 @@ impl Pool2d {
             end: int(self.kernel[0] as i64),
             step: int(1),
             body: vec![inner],
-            unroll: Unroll::Compiler,
+            hint: LoopHint::Compiler,
         });
     }
 

@@ -3,7 +3,7 @@
 use super::{expect_arity, FusionRole, OpError, OpResult, Primitive};
 use crate::autodiff::AdCtx;
 use crate::codegen::ctx::{CodegenError, Coords, KernelCtx, Value};
-use crate::codegen::kir::{call, cast, f32c, int, var, AssignOp, CTy, KExpr, KStmt, Unroll};
+use crate::codegen::kir::{call, cast, f32c, int, var, AssignOp, CTy, KExpr, KStmt, LoopHint};
 use crate::codegen::templates::{block_idx, for_each_output, thread_idx};
 use crate::codegen::Target;
 use crate::ir::expr::arg;
@@ -313,7 +313,7 @@ impl Reduce {
             end: int(extent as i64),
             step,
             body,
-            unroll: Unroll::Compiler,
+            hint: LoopHint::Compiler,
         });
         Accumulator { value: acc, index, ty }
     }

@@ -86,6 +86,8 @@ impl HostToolchain {
             "-fvisibility=hidden",
             "-fno-exceptions",
             "-fno-rtti",
+            // `#pragma omp simd` (NETC_SIMD_SUM) without the OpenMP runtime.
+            "-fopenmp-simd",
         ]
         .map(String::from)
         .to_vec();
