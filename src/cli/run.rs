@@ -47,7 +47,7 @@ pub struct Args {
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// Write a checkpoint (weights, optimizer state, step, data position) here
-    /// after every epoch.
+    /// after every epoch; `{step}` in the name is replaced by the step count.
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
     /// Also write the checkpoint every N steps.

@@ -405,7 +405,10 @@ impl Session {
         Ok(last)
     }
 
+    /// Writes a checkpoint; `{step}` in the file name becomes the step count,
+    /// so a run can keep every checkpoint instead of the latest.
     pub fn save_checkpoint(&self, path: &std::path::Path, loader: &Loader) -> Result<(), TrainError> {
+        let path = PathBuf::from(path.to_string_lossy().replace("{step}", &self.steps_done.to_string()));
         let c = Checkpoint {
             tensors: self.tensors(true)?,
             step: self.steps_done,
@@ -413,7 +416,7 @@ impl Session {
             seed: self.config.seed,
             optimizer: self.config.optimizer.name().to_string(),
         };
-        Ok(c.save(path)?)
+        Ok(c.save(&path)?)
     }
 
     /// Where the step's time went, when `NETC_PROFILE` is set.
