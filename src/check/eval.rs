@@ -329,10 +329,10 @@ impl<'a> Checker<'a> {
             collect_symbols(dim, scope, &mut b.symbols);
             match self.expr(b, scope, dim) {
                 Value::Int(d) => {
-                    if d.as_const().is_some_and(|v| v < 0) {
+                    if d.as_const().is_some_and(|v| v <= 0) {
                         self.report(
-                            Diagnostic::error("E0200", format!("a size cannot be negative ({d})"))
-                                .primary(dim.span.clone(), "negative size"),
+                            Diagnostic::error("E0200", format!("a size must be positive, got {d}"))
+                                .primary(dim.span.clone(), "not a positive size"),
                         );
                         return None;
                     }

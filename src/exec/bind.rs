@@ -24,6 +24,9 @@ pub fn infer_sizes(graph: &Graph, inputs: &[(NodeId, &Tensor)]) -> Result<HashMa
                 t.shape
             ));
         }
+        if t.shape.contains(&0) {
+            return Err(format!("input `{name}` is empty (shape {:?})", t.shape));
+        }
         for (d, &n) in ty.shape.iter().zip(&t.shape) {
             let syms: Vec<&str> = d.symbols().collect();
             if syms.len() == 1 && *d == crate::ir::Dim::sym(syms[0]) {
