@@ -32,8 +32,13 @@ fn frontend(c: &mut Criterion) {
     let checked = check(&ast, Mode::Eval);
     assert!(!checked.has_errors(), "{}", file.render(&checked.diagnostics, false));
     c.bench_function("parse a 2,000-layer model", |b| b.iter(|| parse(black_box(&file))));
-    c.bench_function("check a 2,000-layer model", |b| b.iter(|| check(black_box(&ast), Mode::Eval)));
-    let graph = checked.models[0].graph.specialize(&HashMap::from([("B".to_string(), 64)])).unwrap();
+    c.bench_function("check a 2,000-layer model", |b| {
+        b.iter(|| check(black_box(&ast), Mode::Eval))
+    });
+    let graph = checked.models[0]
+        .graph
+        .specialize(&HashMap::from([("B".to_string(), 64)]))
+        .unwrap();
     let outputs: Vec<_> = graph.outputs.iter().map(|(_, id)| *id).collect();
     c.bench_function("generate the kernels of a 2,000-layer model", |b| {
         b.iter(|| {

@@ -90,7 +90,9 @@ fn dtype_mismatch() {
 
 #[test]
 fn dtype_mismatch_in_a_function() {
-    insta::assert_snapshot!(render("model m {\n    input tokens: i64[B, 16]\n    output y = relu(tokens)\n}\n"));
+    insta::assert_snapshot!(render(
+        "model m {\n    input tokens: i64[B, 16]\n    output y = relu(tokens)\n}\n"
+    ));
 }
 
 #[test]
@@ -135,5 +137,7 @@ fn block_errors() {
 
 #[test]
 fn reshape_that_cannot_fit() {
-    insta::assert_snapshot!(render("model m {\n    input x: f32[B, 6]\n    output y = reshape(x, [B, 4])\n}\n"));
+    insta::assert_snapshot!(render(
+        "model m {\n    input x: f32[B, 6]\n    output y = reshape(x, [B, 4])\n}\n"
+    ));
 }

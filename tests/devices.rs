@@ -25,7 +25,11 @@ fn every_op_case_matches_the_reference() {
 fn every_op_backward_matches_the_reference() {
     for c in cases::all(3) {
         let (mut graph, required) = common::programs::backward_graph(&c);
-        graph.outputs = required.iter().enumerate().map(|(i, &id)| (format!("grad{i}"), id)).collect();
+        graph.outputs = required
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| (format!("grad{i}"), id))
+            .collect();
         check_against_reference(&format!("{} backward", c.name), &graph, &c.case.values, 1e-4);
     }
 }

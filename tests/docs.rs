@@ -15,5 +15,9 @@ fn language_reference_lists_every_op() {
         std::fs::write(path, format!("{}{generated}{}", &doc[..start], &doc[stop..])).unwrap();
         return;
     }
-    assert_eq!(&doc[start..stop], generated, "docs/language.md is out of date: run NETC_BLESS=1 cargo test --test docs");
+    assert_eq!(
+        &doc[start..stop],
+        generated,
+        "docs/language.md is out of date: run NETC_BLESS=1 cargo test --test docs"
+    );
 }

@@ -13,12 +13,11 @@ use netc::reference::RefTensor;
 use netc::rng::Rng;
 use netc::tensor::DType;
 use std::collections::HashMap;
-use std::path::Path;
 
 const EXAMPLES: [&str; 4] = ["cifar_cnn", "mlp", "mnist_cnn", "resnet"];
 
 fn check_example(name: &str, mode: Mode, seed: u64) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.net"));
+    let path = common::root().join(format!("examples/{name}.net"));
     let model = load_model(&path, mode);
     let mut rng = Rng::new(seed);
     let batch = rng.int(1, 4) as i64;

@@ -23,7 +23,10 @@ fn survive(text: &str) {
         let checked = check(&ast, mode);
         for d in &checked.diagnostics {
             for l in &d.labels {
-                assert!(l.span.start <= l.span.end && l.span.end <= text.len(), "label outside the text: {d:?}");
+                assert!(
+                    l.span.start <= l.span.end && l.span.end <= text.len(),
+                    "label outside the text: {d:?}"
+                );
             }
         }
         if checked.has_errors() {
@@ -48,8 +51,34 @@ fn substitute(text: &str, at: usize, with: &str) -> String {
 }
 
 const PIECES: &[&str] = &[
-    "0", "1", "-1", "3", "64", "1000000", "B", "T", "x", "relu", "Linear", "Conv2d", "flatten", "softmax", "[2, 2]", "[B, -1]",
-    "3.5", "\"s\"", "true", "image", "logits", "fc1", "conv1", "max_pool2d(2)", "reshape", "B * 2", "residual", "label",
+    "0",
+    "1",
+    "-1",
+    "3",
+    "64",
+    "1000000",
+    "B",
+    "T",
+    "x",
+    "relu",
+    "Linear",
+    "Conv2d",
+    "flatten",
+    "softmax",
+    "[2, 2]",
+    "[B, -1]",
+    "3.5",
+    "\"s\"",
+    "true",
+    "image",
+    "logits",
+    "fc1",
+    "conv1",
+    "max_pool2d(2)",
+    "reshape",
+    "B * 2",
+    "residual",
+    "label",
 ];
 
 proptest! {
@@ -105,7 +134,10 @@ fn deeply_nested_blocks_and_long_models_stay_on_the_stack() {
         text += &format!("block b{i}(x) {{\n    return b{}(x)\n}}\n", i + 1);
     }
     text += "block b100(x) {\n    return relu(x)\n}\nmodel m {\n    input x: f32[B, 4]\n    output y = b0(x)\n}\n";
-    let big_stack = std::thread::Builder::new().stack_size(4 << 20).spawn(move || survive(&text)).unwrap();
+    let big_stack = std::thread::Builder::new()
+        .stack_size(4 << 20)
+        .spawn(move || survive(&text))
+        .unwrap();
     big_stack.join().unwrap();
     // 2,000 layers in one model.
     let mut text = String::from("model deep {\n    input x: f32[B, 16]\n    h0 = x\n");

@@ -7,14 +7,12 @@ mod common;
 use common::device::{relative_error, test_cache};
 use common::{load_model, torch};
 use netc::check::Mode;
-use netc::codegen::Target;
 use netc::exec::bind::{check_weights, infer_sizes, param_nodes};
-use netc::exec::{Device, Executable, Options};
-use std::path::Path;
+use netc::exec::{Executable, Options};
 
 fn agree(model: &str) {
     let meta = torch::json(model);
-    let net = Path::new(env!("CARGO_MANIFEST_DIR")).join(meta["net"].as_str().unwrap());
+    let net = common::root().join(meta["net"].as_str().unwrap());
     let checked = load_model(&net, Mode::Eval);
     let weights = torch::weights(&meta);
     check_weights(&checked.graph, &weights, false).unwrap_or_else(|p| panic!("{model}: {}", p.join("; ")));
@@ -30,13 +28,14 @@ fn agree(model: &str) {
         .iter()
         .map(|(n, _)| graph.output_named(n).expect("output"))
         .collect();
-    for target in [Target::Cpu, Target::Gpu] {
+    let device = common::test_device();
+    for &target in common::device::schedules(&device) {
         let options = Options {
             cache: Some(test_cache()),
             target: Some(target),
             source: None,
         };
-        let mut exe = Executable::new(graph.clone(), &required, &Device::Cpu, &options)
+        let mut exe = Executable::new(graph.clone(), &required, &device, &options)
             .unwrap_or_else(|e| panic!("{model}: {e}"));
         for (name, id) in param_nodes(&graph) {
             if exe.plan.slot_of.contains_key(&id) {

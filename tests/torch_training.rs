@@ -11,7 +11,7 @@ use common::torch;
 use netc::check::{check, Mode, Model};
 use netc::diag::SourceFile;
 use netc::exec::bind::param_nodes;
-use netc::exec::{Device, Executable, Options};
+use netc::exec::{Executable, Options};
 use netc::tensor::Tensor;
 use netc::train::config::{Batch, Length, TrainConfig};
 use netc::train::optim::Optimizer;
@@ -19,12 +19,11 @@ use netc::train::session::Session;
 use netc::train::step;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::path::Path;
 
 /// The model a reference was made from, with PyTorch's loss: the model's own
 /// train section, or (for examples without one) `cross_entropy(logits, label)`.
 fn model(meta: &Value, mode: Mode) -> Model {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(meta["net"].as_str().unwrap());
+    let path = common::root().join(meta["net"].as_str().unwrap());
     let text = std::fs::read_to_string(&path).unwrap();
     let load = |text: String| {
         let file = SourceFile::new(path.display().to_string(), text);
@@ -39,7 +38,10 @@ fn model(meta: &Value, mode: Mode) -> Model {
     let mut text = text;
     let end = text.rfind('}').unwrap();
     let output = meta["output"].as_str().unwrap();
-    text.insert_str(end, &format!("    train {{\n        target label: i64[B]\n        loss: cross_entropy({output}, label)\n    }}\n"));
+    text.insert_str(
+        end,
+        &format!("    train {{\n        target label: i64[B]\n        loss: cross_entropy({output}, label)\n    }}\n"),
+    );
     load(text)
 }
 
@@ -56,11 +58,18 @@ fn loss_and_gradients(name: &str) {
     let weights = torch::weights(&meta);
     let (input, x, y) = data(&meta);
     let s = step::build(&model, None, None).unwrap();
-    let graph = s.graph.specialize(&HashMap::from([("B".to_string(), x.shape[0] as i64)])).unwrap();
+    let graph = s
+        .graph
+        .specialize(&HashMap::from([("B".to_string(), x.shape[0] as i64)]))
+        .unwrap();
     let mut required = vec![s.loss];
     required.extend(s.grads.iter().map(|(_, g)| *g));
-    let options = Options { cache: Some(test_cache()), target: None, source: None };
-    let mut exe = Executable::new(graph.clone(), &required, &Device::Cpu, &options).unwrap();
+    let options = Options {
+        cache: Some(test_cache()),
+        target: None,
+        source: None,
+    };
+    let mut exe = Executable::new(graph.clone(), &required, &common::test_device(), &options).unwrap();
     for (pname, id) in param_nodes(&graph) {
         if exe.plan.slot_of.contains_key(&id) {
             exe.write(id, &weights[&pname]).unwrap();
@@ -72,10 +81,18 @@ fn loss_and_gradients(name: &str) {
     let files = &meta["files"];
     let want_loss = torch::npy(files["loss"].as_str().unwrap()).to_f64_vec()[0];
     let got_loss = exe.read(s.loss).unwrap().to_f64_vec()[0];
-    assert!((got_loss - want_loss).abs() <= 1e-4 * want_loss.abs(), "{name}: loss {got_loss} vs PyTorch {want_loss}");
+    assert!(
+        (got_loss - want_loss).abs() <= 1e-4 * want_loss.abs(),
+        "{name}: loss {got_loss} vs PyTorch {want_loss}"
+    );
     let want = netc::io::read_safetensors(torch::dir().join(files["grads"].as_str().unwrap())).unwrap();
-    let sampled = files["grads_sampled"].as_str().map(|f| netc::io::read_safetensors(torch::dir().join(f)).unwrap());
-    let largest = want.values().flat_map(|t| t.to_f64_vec()).fold(0.0f64, |m, v| m.max(v.abs()));
+    let sampled = files["grads_sampled"]
+        .as_str()
+        .map(|f| netc::io::read_safetensors(torch::dir().join(f)).unwrap());
+    let largest = want
+        .values()
+        .flat_map(|t| t.to_f64_vec())
+        .fold(0.0f64, |m, v| m.max(v.abs()));
     let mut checked = 0;
     for (p, g) in &s.grads {
         let pname = match model.graph.op(*p) {
@@ -94,19 +111,36 @@ fn loss_and_gradients(name: &str) {
             assert!(err <= 1e-4, "{name}: gradient of {pname}: relative error {err:e}");
         } else {
             // Too large to commit: every 127th element and whole-tensor sums.
-            let sm = sampled.as_ref().unwrap_or_else(|| panic!("{name}: no reference gradient for {pname}"));
+            let sm = sampled
+                .as_ref()
+                .unwrap_or_else(|| panic!("{name}: no reference gradient for {pname}"));
             let idx = sm[&format!("{pname}.index")].to_f64_vec();
             let vals = sm[&format!("{pname}.values")].to_f64_vec();
             let picked: Vec<f64> = idx.iter().map(|&i| got[i as usize]).collect();
             let err = relative_error(&picked, &vals);
-            assert!(err <= 1e-4, "{name}: sampled gradient of {pname}: relative error {err:e}");
+            assert!(
+                err <= 1e-4,
+                "{name}: sampled gradient of {pname}: relative error {err:e}"
+            );
             let abs_sum: f64 = got.iter().map(|v| v.abs()).sum();
             let want_abs = sm[&format!("{pname}.abs_sum")].to_f64_vec()[0];
-            assert!((abs_sum - want_abs).abs() <= 1e-4 * want_abs, "{name}: Σ|grad {pname}| {abs_sum} vs {want_abs}");
+            assert!(
+                (abs_sum - want_abs).abs() <= 1e-4 * want_abs,
+                "{name}: Σ|grad {pname}| {abs_sum} vs {want_abs}"
+            );
         }
         checked += 1;
     }
-    assert_eq!(checked, meta["params"].as_array().unwrap().iter().filter(|p| p["trainable"] == true).count(), "{name}: every parameter has a gradient");
+    assert_eq!(
+        checked,
+        meta["params"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["trainable"] == true)
+            .count(),
+        "{name}: every parameter has a gradient"
+    );
 }
 
 fn trajectory(name: &str, which: &str) {
@@ -131,20 +165,45 @@ fn trajectory(name: &str, which: &str) {
         },
     };
     let steps = meta["steps"].as_u64().unwrap();
-    let config = TrainConfig { optimizer, batch: Batch::All, length: Length::Steps(steps), shuffle: false, ..TrainConfig::default() };
-    let options = Options { cache: Some(test_cache()), target: None, source: None };
-    let mut session = Session::new(&train_model, None, config, x.shape[0], Device::Cpu, options).unwrap();
+    let config = TrainConfig {
+        optimizer,
+        batch: Batch::All,
+        length: Length::Steps(steps),
+        shuffle: false,
+        ..TrainConfig::default()
+    };
+    let options = Options {
+        cache: Some(test_cache()),
+        target: None,
+        source: None,
+    };
+    let mut session = Session::new(&train_model, None, config, x.shape[0], common::test_device(), options).unwrap();
     session.load(&torch::weights(&meta)).unwrap();
     let want = torch::npy(meta["files"][which].as_str().unwrap()).to_f64_vec();
     let fields = vec![(input, x), ("label".to_string(), y)];
     for (i, want) in want.iter().enumerate() {
         let (loss, _) = session.step(&fields, 0, steps).unwrap();
-        assert!((loss - want).abs() <= 1e-3 * want.abs().max(1.0), "{name} {which}: step {i}: loss {loss} vs PyTorch {want}");
+        assert!(
+            (loss - want).abs() <= 1e-3 * want.abs().max(1.0),
+            "{name} {which}: step {i}: loss {loss} vs PyTorch {want}"
+        );
     }
     if name == "bn_train" && which == "sgd" {
         // The first step also updated the running statistics; check them
         // against PyTorch's one-forward-pass values via a fresh session.
-        let mut fresh = Session::new(&train_model, None, session.config.clone(), fields[0].1.shape[0], Device::Cpu, Options { cache: Some(test_cache()), target: None, source: None }).unwrap();
+        let mut fresh = Session::new(
+            &train_model,
+            None,
+            session.config.clone(),
+            fields[0].1.shape[0],
+            common::test_device(),
+            Options {
+                cache: Some(test_cache()),
+                target: None,
+                source: None,
+            },
+        )
+        .unwrap();
         fresh.load(&torch::weights(&meta)).unwrap();
         fresh.step(&fields, 0, steps).unwrap();
         let after = netc::io::read_safetensors(torch::dir().join(meta["files"]["after1"].as_str().unwrap())).unwrap();

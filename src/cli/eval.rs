@@ -43,7 +43,12 @@ pub struct Args {
 
 /// Reads `NAME=FILE.npy` arguments for the given input nodes; every input
 /// needs exactly one file.
-pub fn read_inputs(graph: &Graph, wanted: &[NodeId], given: &[(String, PathBuf)], flag: &str) -> Result<Vec<(NodeId, Tensor)>, CliError> {
+pub fn read_inputs(
+    graph: &Graph,
+    wanted: &[NodeId],
+    given: &[(String, PathBuf)],
+    flag: &str,
+) -> Result<Vec<(NodeId, Tensor)>, CliError> {
     let name_of = |id: NodeId| match graph.op(id) {
         Op::Input(i) => i.name.clone(),
         _ => String::new(),
@@ -54,9 +59,16 @@ pub fn read_inputs(graph: &Graph, wanted: &[NodeId], given: &[(String, PathBuf)]
         let Some(pos) = names.iter().position(|n| n == name) else {
             let hint = match did_you_mean(name, names.iter().map(String::as_str)) {
                 Some(s) => format!("did you mean `{s}`?"),
-                None => format!("expected {}", names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")),
+                None => format!(
+                    "expected {}",
+                    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+                ),
             };
-            return Err(CliError::new(format!("`{flag} {name}=...`: the model has no such {}", flag.trim_start_matches('-'))).hint(hint));
+            return Err(CliError::new(format!(
+                "`{flag} {name}=...`: the model has no such {}",
+                flag.trim_start_matches('-')
+            ))
+            .hint(hint));
         };
         if out.iter().any(|(id, _)| *id == wanted[pos]) {
             return Err(CliError::new(format!("`{name}` is given twice")));
@@ -64,12 +76,26 @@ pub fn read_inputs(graph: &Graph, wanted: &[NodeId], given: &[(String, PathBuf)]
         let t = crate::io::read_npy(path).map_err(|e| CliError::new(e.to_string()))?;
         let ty = graph.ty(wanted[pos]);
         if ty.dtype.is_float() != t.dtype().is_float() {
-            return Err(CliError::new(format!("`{}`: {name} must be {}, but the file holds {}", path.display(), ty.dtype, t.dtype()))
-                .hint(if ty.dtype.is_float() { "save the array as float32" } else { "save class indices as int64" }));
+            return Err(CliError::new(format!(
+                "`{}`: {name} must be {}, but the file holds {}",
+                path.display(),
+                ty.dtype,
+                t.dtype()
+            ))
+            .hint(if ty.dtype.is_float() {
+                "save the array as float32"
+            } else {
+                "save class indices as int64"
+            }));
         }
         out.push((wanted[pos], t));
     }
-    let missing: Vec<&String> = names.iter().enumerate().filter(|(i, _)| !out.iter().any(|(id, _)| *id == wanted[*i])).map(|(_, n)| n).collect();
+    let missing: Vec<&String> = names
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !out.iter().any(|(id, _)| *id == wanted[*i]))
+        .map(|(_, n)| n)
+        .collect();
     if !missing.is_empty() {
         let list: Vec<String> = missing.iter().map(|n| format!("{flag} {n}=FILE.npy")).collect();
         return Err(CliError::new(format!("missing {}", list.join(", "))));
@@ -113,7 +139,11 @@ pub fn run(args: Args) -> CliResult {
     let sizes = infer_sizes(g, &bound).map_err(CliError::new)?;
     let graph = g.specialize(&sizes).map_err(CliError::new)?;
     let device = device(args.device)?;
-    let options = Options { cache: cache(args.no_cache), target: None, source: Some(loaded.source.clone()) };
+    let options = Options {
+        cache: cache(args.no_cache),
+        target: None,
+        source: Some(loaded.source.clone()),
+    };
     let mut exe = Executable::new(graph, &outputs, &device, &options).map_err(|e| CliError::new(e.to_string()))?;
     let fail = |e: crate::exec::ExecError| CliError::new(e.to_string());
     for (name, id) in param_nodes(&exe.graph) {
@@ -127,7 +157,8 @@ pub fn run(args: Args) -> CliResult {
         }
     }
     exe.run().map_err(fail)?;
-    std::fs::create_dir_all(&args.output).map_err(|e| CliError::new(format!("cannot create `{}`: {e}", args.output.display())))?;
+    std::fs::create_dir_all(&args.output)
+        .map_err(|e| CliError::new(format!("cannot create `{}`: {e}", args.output.display())))?;
     for (name, id) in &loaded.model.graph.outputs {
         let t = exe.read(*id).map_err(fail)?;
         let path = args.output.join(format!("{name}.npy"));

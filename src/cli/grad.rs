@@ -65,7 +65,11 @@ pub fn run(args: Args) -> CliResult {
     let mut required = vec![step.loss];
     required.extend(step.grads.iter().map(|(_, gr)| *gr));
     let device = device(args.device)?;
-    let options = Options { cache: cache(args.no_cache), target: None, source: Some(loaded.source.clone()) };
+    let options = Options {
+        cache: cache(args.no_cache),
+        target: None,
+        source: Some(loaded.source.clone()),
+    };
     let mut exe = Executable::new(graph, &required, &device, &options).map_err(|e| CliError::new(e.to_string()))?;
     let fail = |e: crate::exec::ExecError| CliError::new(e.to_string());
     for (name, id) in param_nodes(&exe.graph) {
@@ -79,19 +83,23 @@ pub fn run(args: Args) -> CliResult {
         }
     }
     if let Some(seed) = model.seed.filter(|s| exe.plan.slot_of.contains_key(s)) {
-        exe.write(seed, &Tensor::i64(vec![], vec![args.seed as i64])).map_err(fail)?;
+        exe.write(seed, &Tensor::i64(vec![], vec![args.seed as i64]))
+            .map_err(fail)?;
     }
     exe.run().map_err(fail)?;
-    std::fs::create_dir_all(&args.output).map_err(|e| CliError::new(format!("cannot create `{}`: {e}", args.output.display())))?;
+    std::fs::create_dir_all(&args.output)
+        .map_err(|e| CliError::new(format!("cannot create `{}`: {e}", args.output.display())))?;
     let loss = exe.read(step.loss).map_err(fail)?;
-    crate::io::write_npy(args.output.join("loss.npy"), &loss.cast(DType::F32)).map_err(|e| CliError::new(e.to_string()))?;
+    crate::io::write_npy(args.output.join("loss.npy"), &loss.cast(DType::F32))
+        .map_err(|e| CliError::new(e.to_string()))?;
     let mut grads = BTreeMap::new();
     for (p, gr) in &step.grads {
         if let Op::Param(param) = model.graph.op(*p) {
             grads.insert(param.name.clone(), exe.read(*gr).map_err(fail)?);
         }
     }
-    crate::io::write_safetensors(args.output.join("grads.safetensors"), &grads).map_err(|e| CliError::new(e.to_string()))?;
+    crate::io::write_safetensors(args.output.join("grads.safetensors"), &grads)
+        .map_err(|e| CliError::new(e.to_string()))?;
     println!(
         "loss {:.6}; {} gradients written to {}",
         loss.to_f64_vec()[0],

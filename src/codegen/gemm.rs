@@ -94,7 +94,11 @@ fn emit_gpu(k: &mut KernelCtx, anchor: NodeId, s: &GemmShape, ops: &dyn GemmOper
     k.block = [THREADS as u32, 1, 1];
     k.grid = [ceil_div(n, TILE) as u32, ceil_div(m, TILE) as u32, s.batch as u32];
     let (m_total, n_total, k_total) = (int(m as i64), int(n as i64), int(kt as i64));
-    let b = if s.batch == 1 { int(0) } else { k.constant("b", CTy::I32, block_idx('z')) };
+    let b = if s.batch == 1 {
+        int(0)
+    } else {
+        k.constant("b", CTy::I32, block_idx('z'))
+    };
     let m0 = k.constant("m0", CTy::I32, block_idx('y') * TILE as i64);
     let n0 = k.constant("n0", CTy::I32, block_idx('x') * TILE as i64);
     let tx = k.constant("tx", CTy::I32, thread_idx('x').modulo(int(16)));
@@ -102,10 +106,27 @@ fn emit_gpu(k: &mut KernelCtx, anchor: NodeId, s: &GemmShape, ops: &dyn GemmOper
     // A is stored [k][m] with one pad column so the transposing stores do
     // not collide on a shared-memory bank.
     let a_stride = TILE as i64 + 1;
-    k.emit(KStmt::Shared { ty: CTy::F32, name: "As".into(), len: TILE_K * (TILE + 1) });
-    k.emit(KStmt::Shared { ty: CTy::F32, name: "Bs".into(), len: TILE_K * TILE });
-    k.emit(KStmt::Array { ty: CTy::F32, name: "acc".into(), len: MICRO * MICRO });
-    k.emit(counted("r", MICRO * MICRO, LoopHint::Unroll, vec![set(load("acc", var("r")), f32c(0.0))]));
+    k.emit(KStmt::Shared {
+        ty: CTy::F32,
+        name: "As".into(),
+        len: TILE_K * (TILE + 1),
+    });
+    k.emit(KStmt::Shared {
+        ty: CTy::F32,
+        name: "Bs".into(),
+        len: TILE_K * TILE,
+    });
+    k.emit(KStmt::Array {
+        ty: CTy::F32,
+        name: "acc".into(),
+        len: MICRO * MICRO,
+    });
+    k.emit(counted(
+        "r",
+        MICRO * MICRO,
+        LoopHint::Unroll,
+        vec![set(load("acc", var("r")), f32c(0.0))],
+    ));
 
     // Each thread stages 4 elements of A and 4 of B per tile. Threads walk A
     // along k and B along n, the contiguous axes of most operands.
@@ -127,15 +148,29 @@ fn emit_gpu(k: &mut KernelCtx, anchor: NodeId, s: &GemmShape, ops: &dyn GemmOper
     let loads = k.pop_scope();
 
     let product = vec![
-        KStmt::Array { ty: CTy::F32, name: "a".into(), len: MICRO },
-        KStmt::Array { ty: CTy::F32, name: "bv".into(), len: MICRO },
+        KStmt::Array {
+            ty: CTy::F32,
+            name: "a".into(),
+            len: MICRO,
+        },
+        KStmt::Array {
+            ty: CTy::F32,
+            name: "bv".into(),
+            len: MICRO,
+        },
         counted(
             "r",
             MICRO,
             LoopHint::Unroll,
             vec![
-                set(load("a", var("r")), load("As", var("kk") * a_stride + ty.clone() + var("r") * 16)),
-                set(load("bv", var("r")), load("Bs", var("kk") * TILE as i64 + tx.clone() + var("r") * 16)),
+                set(
+                    load("a", var("r")),
+                    load("As", var("kk") * a_stride + ty.clone() + var("r") * 16),
+                ),
+                set(
+                    load("bv", var("r")),
+                    load("Bs", var("kk") * TILE as i64 + tx.clone() + var("r") * 16),
+                ),
             ],
         ),
         counted(
@@ -175,7 +210,11 @@ fn emit_gpu(k: &mut KernelCtx, anchor: NodeId, s: &GemmShape, ops: &dyn GemmOper
     let at = ops.out(k, &b, &mi, &ni);
     k.store_root(&at);
     let store = k.pop_scope();
-    k.emit(KStmt::If { cond: gm.lt(m_total).and(gn.lt(n_total)), then: store, otherwise: vec![] });
+    k.emit(KStmt::If {
+        cond: gm.lt(m_total).and(gn.lt(n_total)),
+        then: store,
+        otherwise: vec![],
+    });
     let epilogue = k.pop_scope();
     k.emit(counted("r", MICRO * MICRO, LoopHint::Unroll, epilogue));
 }
@@ -184,8 +223,15 @@ fn emit_gpu(k: &mut KernelCtx, anchor: NodeId, s: &GemmShape, ops: &dyn GemmOper
 fn cpu_block(k: &mut KernelCtx, s: &GemmShape) -> (KExpr, Vec<KExpr>) {
     k.block = [1, 1, 1];
     k.grid = [total(&s.m) as u32, s.batch as u32, 1];
-    let b = if s.batch == 1 { int(0) } else { k.constant("b", CTy::I32, block_idx('y')) };
-    let m = split(k, block_idx('x'), &s.m);
+    let b = if s.batch == 1 {
+        int(0)
+    } else {
+        k.constant("b", CTy::I32, block_idx('y'))
+    };
+    let m = match s.m.as_slice() {
+        [only] => vec![k.constant(only.name, CTy::I32, block_idx('x'))],
+        axes => split(k, block_idx('x'), axes),
+    };
     (b, m)
 }
 
@@ -197,21 +243,16 @@ fn acc_type(s: &GemmShape) -> CTy {
     }
 }
 
-/// Wraps `body` (built by `inner` with the loop variables) in nested loops over `axes`.
+/// Runs `inner` (given the loop variables) inside nested loops over `axes`.
 fn nest(k: &mut KernelCtx, axes: &[Axis], inner: impl FnOnce(&mut KernelCtx, Vec<KExpr>)) {
-    fn go(k: &mut KernelCtx, axes: &[Axis], vars: Vec<KExpr>, inner: Box<dyn FnOnce(&mut KernelCtx, Vec<KExpr>) + '_>) {
-        let Some((first, rest)) = axes.split_first() else {
-            inner(k, vars);
-            return;
-        };
+    for _ in axes {
         k.push_scope();
-        let mut vars = vars;
-        vars.push(var(first.name));
-        go(k, rest, vars, inner);
-        let body = k.pop_scope();
-        k.emit(counted(first.name, first.size, LoopHint::Compiler, body));
     }
-    go(k, axes, Vec::new(), Box::new(inner));
+    inner(k, axes.iter().map(|a| var(a.name)).collect());
+    for a in axes.iter().rev() {
+        let body = k.pop_scope();
+        k.emit(counted(a.name, a.size, LoopHint::Compiler, body));
+    }
 }
 
 fn emit_cpu_rows(k: &mut KernelCtx, anchor: NodeId, s: &GemmShape, ops: &dyn GemmOperands) {
@@ -223,14 +264,33 @@ fn emit_cpu_rows(k: &mut KernelCtx, anchor: NodeId, s: &GemmShape, ops: &dyn Gem
     nest(k, outer, |k, outer_vars| {
         k.push_scope();
         let chunked = last.size > cols;
-        let base = if chunked { var(format!("{}0", last.name)) } else { int(0) };
+        let base = if chunked {
+            var(format!("{}0", last.name))
+        } else {
+            int(0)
+        };
         let width = if last.size % cols == 0 {
             int(cols as i64)
         } else {
-            k.constant("width", CTy::I32, call("min", vec![int(cols as i64), int(last.size as i64) - base.clone()]))
+            k.constant(
+                "width",
+                CTy::I32,
+                call("min", vec![int(cols as i64), int(last.size as i64) - base.clone()]),
+            )
         };
-        let columns = |body| KStmt::For { var: "j".into(), start: int(0), end: width.clone(), step: int(1), body, hint: LoopHint::NoUnroll };
-        k.emit(KStmt::Array { ty: acc_ty, name: "acc".into(), len: cols });
+        let columns = |body| KStmt::For {
+            var: "j".into(),
+            start: int(0),
+            end: width.clone(),
+            step: int(1),
+            body,
+            hint: LoopHint::NoUnroll,
+        };
+        k.emit(KStmt::Array {
+            ty: acc_ty,
+            name: "acc".into(),
+            len: cols,
+        });
         k.emit(columns(vec![set(load("acc", var("j")), f32c(0.0))]));
         // k outer, columns inner: the inner loop walks B along n, which the
         // C++ compiler vectorises when B is contiguous there.
@@ -241,7 +301,11 @@ fn emit_cpu_rows(k: &mut KernelCtx, anchor: NodeId, s: &GemmShape, ops: &dyn Gem
             let mut nvars = outer_vars.clone();
             nvars.push(k.index(last.name, base.clone() + var("j")));
             let bv = ops.b(k, &b, &kvars, &nvars);
-            let product = if acc_ty == CTy::F64 { cast(CTy::F64, a) * bv } else { a * bv };
+            let product = if acc_ty == CTy::F64 {
+                cast(CTy::F64, a) * bv
+            } else {
+                a * bv
+            };
             k.assign(load("acc", var("j")), AssignOp::Add, product);
             let update = k.pop_scope();
             k.emit(columns(update));
@@ -250,7 +314,10 @@ fn emit_cpu_rows(k: &mut KernelCtx, anchor: NodeId, s: &GemmShape, ops: &dyn Gem
         let mut nvars = outer_vars.clone();
         nvars.push(k.index(last.name, base.clone() + var("j")));
         let acc = load("acc", var("j"));
-        k.bind(anchor, Value::f32(if acc_ty == CTy::F64 { cast(CTy::F32, acc) } else { acc }));
+        k.bind(
+            anchor,
+            Value::f32(if acc_ty == CTy::F64 { cast(CTy::F32, acc) } else { acc }),
+        );
         let at = ops.out(k, &b, &m, &nvars);
         k.store_root(&at);
         let store = k.pop_scope();
@@ -278,28 +345,57 @@ fn emit_cpu_dots(k: &mut KernelCtx, anchor: NodeId, s: &GemmShape, ops: &dyn Gem
     let last = last[0];
     nest(k, &s.n, |k, nvars| {
         let acc = k.mutable("acc", acc_ty, f32c(0.0));
-        let KExpr::Var(acc_name) = &acc else { unreachable!("mutable returns a variable") };
+        let KExpr::Var(acc_name) = &acc else {
+            unreachable!("mutable returns a variable")
+        };
         let acc_name = acc_name.clone();
         nest(k, outer, |k, outer_vars| {
             k.push_scope();
             let mut kvars = outer_vars;
             kvars.push(var(last.name));
             let product = ops.a(k, &b, &m, &kvars) * ops.b(k, &b, &kvars, &nvars);
-            let product = if acc_ty == CTy::F64 { cast(CTy::F64, product) } else { product };
+            let product = if acc_ty == CTy::F64 {
+                cast(CTy::F64, product)
+            } else {
+                product
+            };
             k.assign(acc.clone(), AssignOp::Add, product);
             let body = k.pop_scope();
-            k.emit(counted(last.name, last.size, LoopHint::VectorizeSum(acc_name.clone()), body));
+            k.emit(counted(
+                last.name,
+                last.size,
+                LoopHint::VectorizeSum(acc_name.clone()),
+                body,
+            ));
         });
-        k.bind(anchor, Value::f32(if acc_ty == CTy::F64 { cast(CTy::F32, acc.clone()) } else { acc.clone() }));
+        k.bind(
+            anchor,
+            Value::f32(if acc_ty == CTy::F64 {
+                cast(CTy::F32, acc.clone())
+            } else {
+                acc.clone()
+            }),
+        );
         let at = ops.out(k, &b, &m, &nvars);
         k.store_root(&at);
     });
 }
 
 fn set(target: KExpr, value: KExpr) -> KStmt {
-    KStmt::Assign { target, op: AssignOp::Set, value }
+    KStmt::Assign {
+        target,
+        op: AssignOp::Set,
+        value,
+    }
 }
 
 fn counted(var_name: &str, n: usize, hint: LoopHint, body: Vec<KStmt>) -> KStmt {
-    KStmt::For { var: var_name.into(), start: int(0), end: int(n as i64), step: int(1), body, hint }
+    KStmt::For {
+        var: var_name.into(),
+        start: int(0),
+        end: int(n as i64),
+        step: int(1),
+        body,
+        hint,
+    }
 }

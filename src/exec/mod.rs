@@ -82,7 +82,10 @@ pub enum ExecError {
     #[error("host shim: {0}")]
     Host(#[from] HostError),
     #[error("NVRTC: {error}{}", saved.as_ref().map(|p| format!("\n  the failing source and log are saved in {}", p.display())).unwrap_or_default())]
-    Nvrtc { error: Box<NvrtcError>, saved: Option<PathBuf> },
+    Nvrtc {
+        error: Box<NvrtcError>,
+        saved: Option<PathBuf>,
+    },
     #[error("CUDA: {0}")]
     Cuda(#[from] CudaError),
     #[error("{what} `{name}` should be {expected}, got {got}")]
@@ -151,7 +154,10 @@ impl Executable {
             }
             Device::Cuda(dev) => {
                 let (major, minor) = dev.compute_capability();
-                let nvrtc = Nvrtc::load().map_err(|error| ExecError::Nvrtc { error: Box::new(error), saved: None })?;
+                let nvrtc = Nvrtc::load().map_err(|error| ExecError::Nvrtc {
+                    error: Box::new(error),
+                    saved: None,
+                })?;
                 let source = program.source();
                 let compiled = nvrtc
                     .compile_cached(
@@ -163,7 +169,10 @@ impl Executable {
                     )
                     .map_err(|error| {
                         let saved = error.save_failure(&std::env::temp_dir()).ok().flatten();
-                        ExecError::Nvrtc { error: Box::new(error), saved }
+                        ExecError::Nvrtc {
+                            error: Box::new(error),
+                            saved,
+                        }
                     })?;
                 let module = dev.load_module(&compiled.image)?;
                 let kernels = program

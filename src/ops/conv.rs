@@ -402,7 +402,10 @@ impl ConvGemm {
         if self.d.g == 1 {
             (b.clone(), int(0))
         } else {
-            (k.index("n", b.clone() / self.d.g as i64), k.index("g", b.clone().modulo(i(self.d.g))))
+            (
+                k.index("n", b.clone() / self.d.g as i64),
+                k.index("g", b.clone().modulo(i(self.d.g))),
+            )
         }
     }
 
@@ -416,8 +419,14 @@ impl ConvGemm {
     ) -> KExpr {
         let geo = &self.geo;
         let d = &self.d;
-        let iy = k.index("iy", oy.clone() * geo.stride[0] as i64 - geo.padding[0] as i64 + ky.clone() * geo.dilation[0] as i64);
-        let ix = k.index("ix", ox.clone() * geo.stride[1] as i64 - geo.padding[1] as i64 + kx.clone() * geo.dilation[1] as i64);
+        let iy = k.index(
+            "iy",
+            oy.clone() * geo.stride[0] as i64 - geo.padding[0] as i64 + ky.clone() * geo.dilation[0] as i64,
+        );
+        let ix = k.index(
+            "ix",
+            ox.clone() * geo.stride[1] as i64 - geo.padding[1] as i64 + kx.clone() * geo.dilation[1] as i64,
+        );
         let channel = g.clone() * d.cg as i64 + c.clone();
         let index = ((n.clone() * d.c as i64 + channel) * d.h as i64 + iy.clone()) * d.w as i64 + ix.clone();
         let mut inside = Vec::new();
@@ -433,7 +442,10 @@ impl ConvGemm {
     /// Weight tap (c, ky, kx) of output channel `o` in the OIHW weight.
     fn weight(&self, o: KExpr, c: &KExpr, ky: &KExpr, kx: &KExpr) -> KExpr {
         let d = &self.d;
-        load(self.w.clone(), ((o * d.cg as i64 + c.clone()) * d.kh as i64 + ky.clone()) * d.kw as i64 + kx.clone())
+        load(
+            self.w.clone(),
+            ((o * d.cg as i64 + c.clone()) * d.kh as i64 + ky.clone()) * d.kw as i64 + kx.clone(),
+        )
     }
 }
 
@@ -485,8 +497,14 @@ impl GemmOperands for GradInput<'_> {
         let (n, g) = c.sample_group(k, b);
         let (o_local, ky, kx) = (&q[0], &q[1], &q[2]);
         // The output pixel whose window puts tap (ky, kx) on (iy, ix).
-        let sy = k.index("sy", p[0].clone() + geo.padding[0] as i64 - ky.clone() * geo.dilation[0] as i64);
-        let sx = k.index("sx", p[1].clone() + geo.padding[1] as i64 - kx.clone() * geo.dilation[1] as i64);
+        let sy = k.index(
+            "sy",
+            p[0].clone() + geo.padding[0] as i64 - ky.clone() * geo.dilation[0] as i64,
+        );
+        let sx = k.index(
+            "sx",
+            p[1].clone() + geo.padding[1] as i64 - kx.clone() * geo.dilation[1] as i64,
+        );
         let mut conds = Vec::new();
         let mut source = |k: &mut KernelCtx, t: KExpr, stride: usize, size: usize, name: &str| {
             conds.push(t.clone().ge(int(0)));
@@ -523,14 +541,22 @@ impl GemmOperands for GradWeight<'_> {
         let c = &self.0;
         let d = &c.d;
         let channel = g.clone() * d.og as i64 + m[0].clone();
-        load(c.dy.clone(), ((r[0].clone() * d.o as i64 + channel) * d.ho as i64 + r[1].clone()) * d.wo as i64 + r[2].clone())
+        load(
+            c.dy.clone(),
+            ((r[0].clone() * d.o as i64 + channel) * d.ho as i64 + r[1].clone()) * d.wo as i64 + r[2].clone(),
+        )
     }
     fn b(&self, k: &mut KernelCtx, g: &KExpr, r: &[KExpr], q: &[KExpr]) -> KExpr {
         self.0.im2col(k, (&r[0], g, &q[0]), (&r[1], &r[2]), (&q[1], &q[2]))
     }
     fn out(&self, _: &mut KernelCtx, g: &KExpr, m: &[KExpr], q: &[KExpr]) -> Coords {
         let c = &self.0;
-        Coords::from_axes(vec![g.clone() * c.d.og as i64 + m[0].clone(), q[0].clone(), q[1].clone(), q[2].clone()])
+        Coords::from_axes(vec![
+            g.clone() * c.d.og as i64 + m[0].clone(),
+            q[0].clone(),
+            q[1].clone(),
+            q[2].clone(),
+        ])
     }
     fn cpu_order(&self) -> CpuOrder {
         CpuOrder::DotProduct

@@ -55,7 +55,11 @@ impl Primitive for MatMul {
         let ops = k.graph.operands(node);
         let out = k.dims(node);
         let r = out.len();
-        let operand = |k: &mut KernelCtx, id: NodeId, transposed: bool| Operand { name: k.buffer(id), shape: k.dims(id), transposed };
+        let operand = |k: &mut KernelCtx, id: NodeId, transposed: bool| Operand {
+            name: k.buffer(id),
+            shape: k.dims(id),
+            transposed,
+        };
         let plan = MatMulGemm {
             a: operand(k, ops[0], self.trans_a),
             b: operand(k, ops[1], self.trans_b),

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 /// A cache shared by the test binaries, so reruns skip the C++ compiler.
 pub fn test_cache() -> DiskCache {
-    DiskCache::new(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("netc-cache"))
+    DiskCache::new(super::scratch().join("netc-cache"))
 }
 
 /// max |got − want| / max |want|: the error relative to the tensor's scale.
@@ -50,13 +50,23 @@ pub fn run_on_cpu(
     values: &HashMap<String, RefTensor<f64>>,
     target: Target,
 ) -> Vec<Tensor> {
+    run_on(&Device::Cpu, graph, required, values, target)
+}
+
+/// Runs `required` nodes of a specialised graph on `device`.
+pub fn run_on(
+    device: &Device,
+    graph: &Graph,
+    required: &[NodeId],
+    values: &HashMap<String, RefTensor<f64>>,
+    target: Target,
+) -> Vec<Tensor> {
     let options = Options {
         cache: Some(test_cache()),
         target: Some(target),
         source: None,
     };
-    let mut exe =
-        Executable::new(graph.clone(), required, &Device::Cpu, &options).unwrap_or_else(|e| panic!("compile: {e}"));
+    let mut exe = Executable::new(graph.clone(), required, device, &options).unwrap_or_else(|e| panic!("compile: {e}"));
     for id in graph.ids() {
         let name = match graph.op(id) {
             Op::Input(i) => &i.name,
@@ -80,12 +90,35 @@ pub fn run_on_cpu(
 /// Checks every output of `graph` on the cpu device (both schedules)
 /// against the f64 reference, to `tol` relative error.
 pub fn check_against_reference(name: &str, graph: &Graph, values: &HashMap<String, RefTensor<f64>>, tol: f64) {
+    let device = super::test_device();
+    check_on(&device, schedules(&device), name, graph, values, tol);
+}
+
+/// Both schedules run on the host shim; a GPU runs its own.
+pub fn schedules(device: &Device) -> &'static [Target] {
+    match device {
+        Device::Cpu => &[Target::Cpu, Target::Gpu],
+        Device::Cuda(_) => &[Target::Gpu],
+    }
+}
+
+/// Checks every output of `graph` on `device` with each schedule against
+/// the f64 reference; returns the largest relative error seen.
+pub fn check_on(
+    device: &Device,
+    targets: &[Target],
+    name: &str,
+    graph: &Graph,
+    values: &HashMap<String, RefTensor<f64>>,
+    tol: f64,
+) -> f64 {
     let values = leaf_values(graph, values);
     let reference = evaluate::<f64>(graph, &values).unwrap_or_else(|e| panic!("{name}: reference: {e}"));
     let outputs: Vec<(String, NodeId)> = graph.outputs.clone();
     let ids: Vec<NodeId> = outputs.iter().map(|(_, id)| *id).collect();
-    for target in [Target::Cpu, Target::Gpu] {
-        let got = run_on_cpu(graph, &ids, &values, target);
+    let mut worst = 0.0f64;
+    for &target in targets {
+        let got = run_on(device, graph, &ids, &values, target);
         for ((out_name, id), t) in outputs.iter().zip(got) {
             let want = &reference[id.index()].data;
             let err = relative_error(&t.to_f64_vec(), want);
@@ -94,6 +127,8 @@ pub fn check_against_reference(name: &str, graph: &Graph, values: &HashMap<Strin
                 "{name}: output `{out_name}` on the {} schedule: relative error {err:e} > {tol:e}",
                 target.name()
             );
+            worst = worst.max(err);
         }
     }
+    worst
 }

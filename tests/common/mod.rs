@@ -15,6 +15,26 @@ use netc::rng::Rng;
 use netc::tensor::DType;
 use std::collections::HashMap;
 
+/// The checkout: `CARGO_MANIFEST_DIR` at run time when set (so test binaries
+/// carried to another machine find their data there), else where they were built.
+pub fn root() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
+}
+
+/// A scratch folder for caches and outputs, likewise overridable at run time.
+pub fn scratch() -> std::path::PathBuf {
+    std::env::var_os("NETC_TEST_TMPDIR").map_or_else(|| env!("CARGO_TARGET_TMPDIR").into(), Into::into)
+}
+
+/// Where the device tests run: `NETC_TEST_DEVICE=cuda` (scripts/gpu-check.sh)
+/// runs the same tests on a GPU; the default is the cpu device.
+pub fn test_device() -> netc::exec::Device {
+    match std::env::var("NETC_TEST_DEVICE").as_deref() {
+        Ok("cuda") => netc::exec::Device::select(netc::exec::DeviceChoice::Cuda, |_| {}).expect("NETC_TEST_DEVICE=cuda needs a GPU"),
+        _ => netc::exec::Device::Cpu,
+    }
+}
+
 /// A graph under construction with random values for its leaves.
 pub struct Case {
     pub graph: Graph,

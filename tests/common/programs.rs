@@ -14,7 +14,6 @@ use netc::tensor::DType;
 use netc::train::optim::Optimizer;
 use netc::train::step;
 use std::collections::HashMap;
-use std::path::Path;
 
 pub const EXAMPLES: [&str; 4] = ["cifar_cnn", "mlp", "mnist_cnn", "resnet"];
 
@@ -62,7 +61,7 @@ pub fn backward_graph(c: &cases::OpCase) -> (Graph, Vec<NodeId>) {
 }
 
 pub fn example_path(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.net"))
+    super::root().join(format!("examples/{name}.net"))
 }
 
 /// An example specialised to batch `b`, for inference.

@@ -5,10 +5,10 @@ use netc::rng::Rng;
 use netc::tensor::Tensor;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/torch")
+    super::root().join("tests/data/torch")
 }
 
 pub fn json(name: &str) -> Value {
@@ -24,7 +24,10 @@ pub fn npy(file: &str) -> Tensor {
 /// The weights file of a reference, with the tensors too large to commit
 /// regenerated from their recorded seeds (U(lo, hi) from netc's own Rng).
 pub fn weights(meta: &Value) -> BTreeMap<String, Tensor> {
-    let file = meta["weights"].as_str().or_else(|| meta["files"]["weights"].as_str()).expect("weights file");
+    let file = meta["weights"]
+        .as_str()
+        .or_else(|| meta["files"]["weights"].as_str())
+        .expect("weights file");
     let mut w = netc::io::read_safetensors(dir().join(file)).unwrap_or_else(|e| panic!("{e}"));
     for p in meta["params"].as_array().expect("params") {
         if p["stored"].as_bool() == Some(false) {

@@ -241,15 +241,33 @@ pub fn reference_markdown() -> String {
     };
     let mut out = String::from("| function | arguments (defaults) | computes | PyTorch |\n|---|---|---|---|\n");
     for f in functions::ALL {
-        out += &format!("| `{}` | `{}` | {} | `{}` |\n", f.name, signature(f.params), f.summary, f.torch);
+        out += &format!(
+            "| `{}` | `{}` | {} | `{}` |\n",
+            f.name,
+            signature(f.params),
+            f.summary,
+            f.torch
+        );
     }
     out += "\n| loss | arguments (defaults) | computes | PyTorch |\n|---|---|---|---|\n";
     for f in losses::ALL {
-        out += &format!("| `{}` | `{}` | {} | `{}` |\n", f.name, signature(f.params), f.summary, f.torch);
+        out += &format!(
+            "| `{}` | `{}` | {} | `{}` |\n",
+            f.name,
+            signature(f.params),
+            f.summary,
+            f.torch
+        );
     }
     out += "\n| layer | arguments (defaults) | computes | PyTorch |\n|---|---|---|---|\n";
     for l in layers::ALL {
-        out += &format!("| `{}` | `{}` | {} | `{}` |\n", l.name, signature(l.params), l.summary, l.torch);
+        out += &format!(
+            "| `{}` | `{}` | {} | `{}` |\n",
+            l.name,
+            signature(l.params),
+            l.summary,
+            l.torch
+        );
     }
     out
 }
