@@ -333,6 +333,25 @@ fn training_is_reproducible_and_resumable() {
 }
 
 #[test]
+fn data_on_the_command_line_overrides_the_train_section() {
+    let (out, _) = ok(&[
+        "run",
+        "examples/mlp.net",
+        "--device",
+        "cpu",
+        "--data",
+        "npy:tests/data/torch/train_mlp.x.npy,tests/data/torch/train_mlp.y.npy",
+        "--batch",
+        "4",
+        "--epochs",
+        "2",
+    ]);
+    assert!(out.contains("finished: 6 steps"), "{out}");
+    let err = fails(&["run", "examples/mlp.net", "--device", "cpu", "--data", "npy:no/such.npy,tests/data/torch/train_mlp.y.npy"]);
+    assert!(err.contains("no/such.npy"), "{err}");
+}
+
+#[test]
 fn grad_writes_loss_and_gradients() {
     let dir = tmp("grad");
     let t = "tests/data/torch";

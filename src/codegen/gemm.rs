@@ -67,8 +67,9 @@ const MICRO: usize = 4;
 
 // CPU: rows of outputs in chunks of this many columns.
 const CPU_COLS: usize = 64;
-/// Longer sums than this accumulate in double on the CPU.
-const CPU_DOUBLE_ACC_K: usize = 4096;
+/// Longer sums than this accumulate in double on the CPU. Vectorised sums
+/// keep per-lane partial sums, which already shortens the error's chains.
+const CPU_DOUBLE_ACC_K: usize = 1 << 16;
 
 pub fn emit(k: &mut KernelCtx, anchor: NodeId, shape: GemmShape, ops: &dyn GemmOperands) {
     match (k.target, ops.cpu_order()) {
@@ -243,13 +244,15 @@ fn acc_type(s: &GemmShape) -> CTy {
     }
 }
 
-/// Runs `inner` (given the loop variables) inside nested loops over `axes`.
+/// Runs `inner` (given the loop variables) inside nested loops over `axes`;
+/// an axis of size 1 needs no loop, its index is 0.
 fn nest(k: &mut KernelCtx, axes: &[Axis], inner: impl FnOnce(&mut KernelCtx, Vec<KExpr>)) {
-    for _ in axes {
+    let looped: Vec<&Axis> = axes.iter().filter(|a| a.size != 1).collect();
+    for _ in &looped {
         k.push_scope();
     }
-    inner(k, axes.iter().map(|a| var(a.name)).collect());
-    for a in axes.iter().rev() {
+    inner(k, axes.iter().map(|a| if a.size == 1 { int(0) } else { var(a.name) }).collect());
+    for a in looped.iter().rev() {
         let body = k.pop_scope();
         k.emit(counted(a.name, a.size, LoopHint::Compiler, body));
     }

@@ -141,12 +141,17 @@ impl Primitive for Reduce {
                 then: store,
                 otherwise: vec![],
             });
-        } else {
+        } else if k.target == Target::Cpu {
             // Long sums on the CPU accumulate in double, so results stay
             // within the oracle's tolerance whatever the extent.
-            let acc_ty = if k.target == Target::Cpu { CTy::F64 } else { CTy::F32 };
             for_each_output(k, n_out, extent, |k, o| {
-                let acc = self.accumulate(k, x, acc_ty, int(0), int(1), extent, &|r| coords(&o, r));
+                let kept_axes = Coords::from_flat(o.clone(), &kept).axes;
+                let acc = self.accumulate_nested(k, x, &shape, kept_axes);
+                self.finish(k, node, &acc, extent, &Coords::from_flat(o, &out_shape));
+            });
+        } else {
+            for_each_output(k, n_out, extent, |k, o| {
+                let acc = self.accumulate(k, x, CTy::F32, int(0), int(1), extent, &|r| coords(&o, r));
                 self.finish(k, node, &acc, extent, &Coords::from_flat(o, &out_shape));
             });
         }
@@ -315,6 +320,55 @@ impl Reduce {
             body,
             hint: LoopHint::Compiler,
         });
+        Accumulator { value: acc, index, ty }
+    }
+
+    /// The CPU form of [`Reduce::accumulate`]: one loop per reduced axis
+    /// (no index division), the innermost one a vectorised sum.
+    fn accumulate_nested(&self, k: &mut KernelCtx, x: NodeId, shape: &[usize], kept: Vec<KExpr>) -> Accumulator {
+        let (init, ty) = match self.kind {
+            ReduceKind::Sum | ReduceKind::Mean => (f32c(0.0), CTy::F64),
+            ReduceKind::Max | ReduceKind::ArgMax => (f32c(f64::NEG_INFINITY), CTy::F32),
+        };
+        let acc = k.mutable("acc", ty, init);
+        let index = if self.kind == ReduceKind::ArgMax { k.mutable("arg", CTy::I32, int(0)) } else { int(0) };
+        // Reduced axes of size 1 need no loop.
+        let looped: Vec<usize> = self.axes.iter().copied().filter(|&a| shape[a] != 1).collect();
+        let names: Vec<String> = (0..looped.len()).map(|i| format!("r{i}")).collect();
+        for _ in &looped {
+            k.push_scope();
+        }
+        let mut kept = kept.into_iter();
+        let axes: Vec<KExpr> = (0..shape.len())
+            .map(|a| match looped.iter().position(|&l| l == a) {
+                Some(i) => var(&names[i]),
+                None if self.axes.contains(&a) => int(0),
+                None => kept.next().expect("axes partition the shape"),
+            })
+            .collect();
+        let v = k.value_at(x, &Coords::from_axes(axes)).to_f32();
+        match self.kind {
+            ReduceKind::Sum | ReduceKind::Mean => k.assign(acc.clone(), AssignOp::Add, cast(CTy::F64, v)),
+            ReduceKind::Max => k.assign(acc.clone(), AssignOp::Set, call("fmaxf", vec![acc.clone(), v])),
+            ReduceKind::ArgMax => {
+                let reduced: Vec<usize> = looped.iter().map(|&a| shape[a]).collect();
+                let position = Coords::from_axes(names.iter().map(var).collect()).linear(&reduced);
+                let update = vec![
+                    KStmt::Assign { target: acc.clone(), op: AssignOp::Set, value: v.clone() },
+                    KStmt::Assign { target: index.clone(), op: AssignOp::Set, value: position },
+                ];
+                k.emit(KStmt::If { cond: v.gt(acc.clone()), then: update, otherwise: vec![] });
+            }
+        }
+        for (i, &a) in looped.iter().enumerate().rev() {
+            let body = k.pop_scope();
+            let innermost = i + 1 == looped.len();
+            let hint = match (&acc, innermost, self.kind) {
+                (KExpr::Var(name), true, ReduceKind::Sum | ReduceKind::Mean) => LoopHint::VectorizeSum(name.clone()),
+                _ => LoopHint::Compiler,
+            };
+            k.emit(KStmt::For { var: names[i].clone(), start: int(0), end: int(shape[a] as i64), step: int(1), body, hint });
+        }
         Accumulator { value: acc, index, ty }
     }
 
