@@ -2,6 +2,9 @@
 //! values, every corruption class, shuffle determinism, exact resumption, and
 //! the shipped MNIST subset.
 
+#[path = "common/tmp.rs"]
+mod tmp;
+
 use flate2::{write::GzEncoder, Compression};
 use netc::data::{
     self, Columns, CsvHeader, CsvSpec, DataError, DataSpec, Dataset, Field, Holdout, Loader, LoaderConfig, LoaderState,
@@ -11,29 +14,7 @@ use netc::tensor::{DType, Data, Tensor};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("netc-data-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, bytes).unwrap();
-        path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use tmp::Scratch;
 
 fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
     let mut out = vec![0, 0, 0x08, dims.len() as u8];
@@ -156,7 +137,7 @@ fn idx_corruption_is_reported_per_file() {
     );
     assert!(data::open(&spec(&images, &labels).classes("label", 3)).is_ok());
 
-    let msg = open_err(&spec(&images, &dir.0.join("missing.gz")));
+    let msg = open_err(&spec(&images, &dir.join("missing.gz")));
     assert!(msg.contains("missing.gz"), "{msg}");
 }
 
@@ -225,10 +206,10 @@ fn cifar10_corruption_is_reported() {
 #[test]
 fn npy_sets_keep_dtypes_and_check_lengths() {
     let dir = Scratch::new("npy");
-    let x = dir.0.join("x.npy");
-    let y = dir.0.join("y.npy");
-    let short = dir.0.join("short.npy");
-    let scalar = dir.0.join("scalar.npy");
+    let x = dir.join("x.npy");
+    let y = dir.join("y.npy");
+    let short = dir.join("short.npy");
+    let scalar = dir.join("scalar.npy");
     netc::io::write_npy(&x, &Tensor::f64(vec![4, 2], (0..8).map(f64::from).collect())).unwrap();
     netc::io::write_npy(&y, &Tensor::i64(vec![4], vec![1, 0, 1, 1])).unwrap();
     netc::io::write_npy(&short, &Tensor::i64(vec![3], vec![1, 0, 1])).unwrap();

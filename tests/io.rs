@@ -2,39 +2,17 @@
 //! safetensors package wrote (tests/data/io, see make_reference.py there), and
 //! against hand-built corrupt files.
 
+#[path = "common/tmp.rs"]
+mod tmp;
+
 use netc::io::{self, IoErrorKind};
 use netc::tensor::{Data, Tensor};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use tmp::Scratch;
 
 fn reference(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/io").join(name)
-}
-
-/// A fresh folder under the system temp dir, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("netc-io-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn count(&self) -> usize {
-        std::fs::read_dir(&self.0).unwrap().count()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A version 1.0 `.npy` file with the given header dict and data bytes.

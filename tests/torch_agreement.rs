@@ -35,8 +35,8 @@ fn agree(model: &str) {
             target: Some(target),
             source: None,
         };
-        let mut exe = Executable::new(graph.clone(), &required, &device, &options)
-            .unwrap_or_else(|e| panic!("{model}: {e}"));
+        let mut exe =
+            Executable::new(graph.clone(), &required, &device, &options).unwrap_or_else(|e| panic!("{model}: {e}"));
         for (name, id) in param_nodes(&graph) {
             if exe.plan.slot_of.contains_key(&id) {
                 exe.write(id, &weights[&name]).unwrap();

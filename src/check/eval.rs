@@ -1,75 +1,73 @@
 //! The checker proper: walks a model's statements in order, keeping a scope
-//! of names, and builds the graph as it goes.
+//! of names, and builds the graph as it goes. Calls and arithmetic, the
+//! rest of its methods, are in `calls.rs` and `arith.rs`.
 
-use super::library::{self, Ctx, Layer, LibError, ModelState};
-use super::value::{ArgError, Args, Kind, Value};
+use super::library::{self, Layer, ModelState};
+use super::value::Value;
 use super::{Checked, Mode, Model};
 use crate::diag::{did_you_mean, Diagnostic, Span};
-use crate::ir::expr::{arg, SExpr};
+use crate::ir::expr::arg;
 use crate::ir::{Dim, Graph, NodeId, Origin, TensorType};
-use crate::ops::{Input, MatMul, Op};
-use crate::syntax::ast::{self, BinOp, ExprKind};
+use crate::ops::Input;
+use crate::syntax::ast::{self, ExprKind};
 use crate::tensor::DType;
 use std::collections::{HashMap, HashSet};
 
-/// Blocks may call blocks; deeper than this is surely runaway recursion.
-const MAX_BLOCK_DEPTH: usize = 64;
-
 pub struct Checker<'a> {
     ast: &'a ast::File,
-    mode: Mode,
-    blocks: HashMap<&'a str, &'a ast::Block>,
-    diags: Vec<Diagnostic>,
+    pub(super) mode: Mode,
+    pub(super) blocks: HashMap<&'a str, &'a ast::Block>,
+    pub(super) diags: Vec<Diagnostic>,
     errors: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum BindingKind {
+pub(super) enum BindingKind {
     Input,
     Layer,
     Value,
     BlockParam,
 }
 
-struct Binding {
-    value: Value,
-    span: Span,
-    used: bool,
+pub(super) struct Binding {
+    pub(super) value: Value,
+    pub(super) span: Span,
+    pub(super) used: bool,
     kind: BindingKind,
 }
 
 /// Names visible in a model body or a block instance.
-struct Scope {
-    bindings: HashMap<String, Binding>,
+pub(super) struct Scope {
+    pub(super) bindings: HashMap<String, Binding>,
     order: Vec<String>,
     /// Names bound further down in this body, for "used before defined".
     later: HashMap<String, Span>,
     /// Prefix of parameter names (`res1` inside an instance of a block).
-    prefix: String,
+    pub(super) prefix: String,
     /// Names for block instances created by the binding being evaluated.
-    instances: Option<InstanceNames>,
+    pub(super) instances: Option<InstanceNames>,
 }
 
-struct InstanceNames {
-    base: String,
-    total: usize,
-    next: usize,
+pub(super) struct InstanceNames {
+    pub(super) base: String,
+    pub(super) total: usize,
+    pub(super) next: usize,
 }
 
-struct LayerEntry {
-    name: String,
-    layer: Box<dyn Layer>,
-    used: bool,
-    decl_span: Span,
+pub(super) struct LayerEntry {
+    pub(super) name: String,
+    pub(super) layer: Box<dyn Layer>,
+    pub(super) used: bool,
+    pub(super) decl_span: Span,
 }
 
 /// Everything one model's build accumulates.
-struct Build {
-    graph: Graph,
-    state: ModelState,
-    layers: Vec<LayerEntry>,
+pub(super) struct Build {
+    pub(super) graph: Graph,
+    pub(super) state: ModelState,
+    pub(super) layers: Vec<LayerEntry>,
     symbols: HashSet<String>,
-    block_stack: Vec<String>,
+    pub(super) block_stack: Vec<String>,
     train: Option<ast::TrainSection>,
 }
 
@@ -142,7 +140,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn report(&mut self, d: Diagnostic) {
+    pub(super) fn report(&mut self, d: Diagnostic) {
         if d.is_error() {
             self.errors += 1;
         }
@@ -389,7 +387,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn define(&mut self, scope: &mut Scope, name: &ast::Ident, value: Value, kind: BindingKind) {
+    pub(super) fn define(&mut self, scope: &mut Scope, name: &ast::Ident, value: Value, kind: BindingKind) {
         if let Some(first) = scope.bindings.get(&name.name) {
             let d = Diagnostic::error("E0103", format!("the name `{}` is defined twice", name.name))
                 .primary(name.span.clone(), "defined again here")
@@ -429,43 +427,7 @@ impl<'a> Checker<'a> {
         v
     }
 
-    fn declare_layer(
-        &mut self,
-        b: &mut Build,
-        scope: &mut Scope,
-        name: &ast::Ident,
-        lt: &'static library::LayerType,
-        args: &[ast::Arg],
-        span: &Span,
-    ) -> Value {
-        let Some(args) = self.bind_args(b, scope, lt.name, lt.params, args, None, span) else {
-            return Value::Error;
-        };
-        let full = qualified(&scope.prefix, &name.name);
-        let mut ctx = Ctx {
-            g: &mut b.graph,
-            state: &mut b.state,
-            origin: Origin::new(full.clone(), Some(span.clone())),
-            mode: self.mode,
-        };
-        match (lt.declare)(&mut ctx, &args, &full, span) {
-            Ok(layer) => {
-                b.layers.push(LayerEntry {
-                    name: full,
-                    layer,
-                    used: false,
-                    decl_span: name.span.clone(),
-                });
-                Value::Layer(b.layers.len() - 1)
-            }
-            Err(e) => {
-                self.lib_error(e, lt.name, &args, span);
-                Value::Error
-            }
-        }
-    }
-
-    fn expr(&mut self, b: &mut Build, scope: &mut Scope, e: &ast::Expr) -> Value {
+    pub(super) fn expr(&mut self, b: &mut Build, scope: &mut Scope, e: &ast::Expr) -> Value {
         self.expr_named(b, scope, e, "")
     }
 
@@ -549,17 +511,21 @@ impl<'a> Checker<'a> {
         {
             return Value::Callable(id.name.clone());
         }
-        if let Some(def) = scope.later.get(&id.name) {
-            let d = Diagnostic::error("E0102", format!("`{}` is used before it is defined", id.name))
+        let missing = Diagnostic::error("E0100", format!("cannot find `{}` in this scope", id.name))
+            .primary(id.span.clone(), "not found");
+        self.undefined(scope, id, missing)
+    }
+
+    /// Reports a name that nothing binds: as used before its definition when
+    /// this body binds it further down, else as `missing` with a suggestion.
+    pub(super) fn undefined(&mut self, scope: &Scope, id: &ast::Ident, missing: Diagnostic) -> Value {
+        let d = match scope.later.get(&id.name) {
+            Some(def) => Diagnostic::error("E0102", format!("`{}` is used before it is defined", id.name))
                 .primary(id.span.clone(), "used here")
                 .secondary(def.clone(), "defined here, later")
-                .help("statements run in order: move the definition above its first use");
-            self.report(d);
-            return Value::Error;
-        }
-        let d = Diagnostic::error("E0100", format!("cannot find `{}` in this scope", id.name))
-            .primary(id.span.clone(), "not found");
-        let d = self.suggest(d, scope, &id.name);
+                .help("statements run in order: move the definition above its first use"),
+            None => self.suggest(missing, scope, &id.name),
+        };
         self.report(d);
         Value::Error
     }
@@ -574,279 +540,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn call(
-        &mut self,
-        b: &mut Build,
-        scope: &mut Scope,
-        callee: &ast::Ident,
-        args: &[ast::Arg],
-        piped: Option<(Value, Span)>,
-        span: &Span,
-    ) -> Value {
-        if let Some(binding) = scope.bindings.get_mut(&callee.name) {
-            binding.used = true;
-            return match binding.value.clone() {
-                Value::Layer(index) => self.apply_layer(b, scope, index, callee, args, piped, span),
-                Value::Error => Value::Error,
-                other => {
-                    self.report(
-                        Diagnostic::error(
-                            "E0200",
-                            format!("`{}` is {}, not a function or layer", callee.name, other.kind()),
-                        )
-                        .primary(callee.span.clone(), "cannot be called")
-                        .secondary(binding_span(scope, &callee.name), "defined here"),
-                    );
-                    Value::Error
-                }
-            };
-        }
-        if let Some(f) = library::function(&callee.name) {
-            let Some(bound) = self.bind_args(b, scope, f.name, f.params, args, piped, span) else {
-                return Value::Error;
-            };
-            let mut ctx = Ctx {
-                g: &mut b.graph,
-                state: &mut b.state,
-                origin: Origin::new(f.name, Some(span.clone())),
-                mode: self.mode,
-            };
-            return match (f.build)(&mut ctx, &bound) {
-                Ok(v) => v,
-                Err(e) => {
-                    self.lib_error(e, f.name, &bound, span);
-                    Value::Error
-                }
-            };
-        }
-        if library::layer_type(&callee.name).is_some() {
-            self.report(
-                Diagnostic::error(
-                    "E0200",
-                    format!("`{}` is a layer type: declare it before applying it", callee.name),
-                )
-                .primary(span.clone(), "a layer constructed inside an expression")
-                .help(format!(
-                    "declare it on its own line, `name = {}(...)`, then apply it with `x |> name`",
-                    callee.name
-                )),
-            );
-            return Value::Error;
-        }
-        if let Some(block) = self.blocks.get(callee.name.as_str()).copied() {
-            return self.call_block(b, scope, block, args, piped, span);
-        }
-        if let Some(def) = scope.later.get(&callee.name) {
-            let d = Diagnostic::error("E0102", format!("`{}` is used before it is defined", callee.name))
-                .primary(callee.span.clone(), "used here")
-                .secondary(def.clone(), "defined here, later")
-                .help("statements run in order: move the definition above its first use");
-            self.report(d);
-            return Value::Error;
-        }
-        let d = Diagnostic::error("E0101", format!("unknown function, layer or block `{}`", callee.name))
-            .primary(callee.span.clone(), "not defined");
-        let d = self.suggest(d, scope, &callee.name);
-        self.report(d);
-        Value::Error
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn apply_layer(
-        &mut self,
-        b: &mut Build,
-        scope: &mut Scope,
-        index: usize,
-        callee: &ast::Ident,
-        args: &[ast::Arg],
-        piped: Option<(Value, Span)>,
-        span: &Span,
-    ) -> Value {
-        let mut inputs: Vec<(Value, Span)> = piped.into_iter().collect();
-        for a in args {
-            if let Some(n) = &a.name {
-                self.report(
-                    Diagnostic::error("E0203", format!("layer `{}` takes its input positionally", callee.name))
-                        .primary(n.span.clone(), "named argument"),
-                );
-                return Value::Error;
-            }
-            let v = self.expr(b, scope, &a.value);
-            inputs.push((v, a.value.span.clone()));
-        }
-        if inputs.iter().any(|(v, _)| matches!(v, Value::Error)) {
-            return Value::Error;
-        }
-        let x = match inputs.as_slice() {
-            [(Value::Tensor(x), _)] => *x,
-            [(other, s)] => {
-                self.report(
-                    Diagnostic::error(
-                        "E0200",
-                        format!("layer `{}` expects a tensor, found {}", callee.name, other.kind()),
-                    )
-                    .primary(s.clone(), "not a tensor"),
-                );
-                return Value::Error;
-            }
-            _ => {
-                self.report(
-                    Diagnostic::error(
-                        "E0202",
-                        format!("layer `{}` takes one tensor, got {}", callee.name, inputs.len()),
-                    )
-                    .primary(span.clone(), "wrong number of inputs"),
-                );
-                return Value::Error;
-            }
-        };
-        let entry = &mut b.layers[index];
-        entry.used = true;
-        let name = entry.name.clone();
-        let mut ctx = Ctx {
-            g: &mut b.graph,
-            state: &mut b.state,
-            origin: Origin::new(name, Some(span.clone())),
-            mode: self.mode,
-        };
-        match b.layers[index].layer.apply(&mut ctx, x, &callee.span) {
-            Ok(y) => Value::Tensor(y),
-            Err(e) => {
-                let decl = b.layers[index].decl_span.clone();
-                match e {
-                    LibError::Op(op) => {
-                        let mut d = Diagnostic::error("E0300", op.message)
-                            .primary(callee.span.clone(), format!("`{}` is applied here", callee.name))
-                            .secondary(decl, "declared here");
-                        if let Some(h) = op.hint.filter(|h| !h.is_empty()) {
-                            d = d.help(h);
-                        }
-                        self.report(d);
-                    }
-                    LibError::Arg(a) => {
-                        let mut d = Diagnostic::error("E0301", a.message).primary(callee.span.clone(), "applied here");
-                        if let Some(h) = a.hint {
-                            d = d.help(h);
-                        }
-                        self.report(d);
-                    }
-                    LibError::Diag(d) => self.report(*d),
-                }
-                Value::Error
-            }
-        }
-    }
-
-    fn call_block(
-        &mut self,
-        b: &mut Build,
-        scope: &mut Scope,
-        block: &'a ast::Block,
-        args: &[ast::Arg],
-        piped: Option<(Value, Span)>,
-        span: &Span,
-    ) -> Value {
-        let name = block.name.name.clone();
-        if b.block_stack.contains(&name) || b.block_stack.len() >= MAX_BLOCK_DEPTH {
-            self.report(
-                Diagnostic::error("E0400", format!("block `{name}` calls itself"))
-                    .primary(span.clone(), "recursive call")
-                    .secondary(block.name.span.clone(), "block defined here")
-                    .note("blocks are expanded when the model is built, so they cannot recurse"),
-            );
-            return Value::Error;
-        }
-        // Evaluate arguments in the caller's scope and bind them to parameters.
-        let mut values: Vec<Option<(Value, Span)>> = vec![None; block.params.len()];
-        let mut positional = piped.into_iter().collect::<Vec<_>>();
-        let mut named = Vec::new();
-        for a in args {
-            let v = self.expr(b, scope, &a.value);
-            match &a.name {
-                Some(n) => named.push((n.clone(), v, a.value.span.clone())),
-                None => positional.push((v, a.value.span.clone())),
-            }
-        }
-        if positional.len() > block.params.len() {
-            let extra = &positional[block.params.len()].1;
-            self.report(
-                Diagnostic::error(
-                    "E0202",
-                    format!(
-                        "block `{name}` takes {} arguments but {} were given",
-                        block.params.len(),
-                        positional.len() + named.len()
-                    ),
-                )
-                .primary(extra.clone(), "unexpected argument")
-                .secondary(block.name.span.clone(), "block defined here"),
-            );
-            return Value::Error;
-        }
-        for (slot, v) in positional.into_iter().enumerate() {
-            values[slot] = Some(v);
-        }
-        for (n, v, s) in named {
-            match block.params.iter().position(|p| p.name == n.name) {
-                Some(slot) if values[slot].is_none() => values[slot] = Some((v, s)),
-                Some(_) => {
-                    self.report(
-                        Diagnostic::error("E0202", format!("argument `{}` is given twice", n.name))
-                            .primary(n.span.clone(), "again here"),
-                    );
-                    return Value::Error;
-                }
-                None => {
-                    let params: Vec<&str> = block.params.iter().map(|p| p.name.as_str()).collect();
-                    let mut d = Diagnostic::error("E0203", format!("block `{name}` has no parameter `{}`", n.name))
-                        .primary(n.span.clone(), "unknown parameter");
-                    if let Some(s) = did_you_mean(&n.name, params.iter().copied()) {
-                        d = d.help(format!("did you mean `{s}`?"));
-                    }
-                    self.report(d);
-                    return Value::Error;
-                }
-            }
-        }
-        if let Some(missing) = values.iter().position(Option::is_none) {
-            self.report(
-                Diagnostic::error(
-                    "E0201",
-                    format!("missing argument `{}` of block `{name}`", block.params[missing].name),
-                )
-                .primary(span.clone(), "in this call")
-                .secondary(block.params[missing].span.clone(), "parameter declared here"),
-            );
-            return Value::Error;
-        }
-        if values.iter().any(|v| matches!(v, Some((Value::Error, _)))) {
-            return Value::Error;
-        }
-        let prefix = self.instance_prefix(scope, &name);
-        let mut inner = Scope::new(prefix, &block.body);
-        for (p, v) in block.params.iter().zip(values) {
-            let (v, _) = v.expect("every parameter is bound");
-            self.define(&mut inner, p, v, BindingKind::BlockParam);
-        }
-        b.block_stack.push(name.clone());
-        let layers_before = b.layers.len();
-        let result = self.block_body(b, &mut inner, block);
-        b.block_stack.pop();
-        // Warnings about a block's own names are reported once, at the block.
-        for entry in &mut b.layers[layers_before..] {
-            if !entry.used {
-                entry.used = true;
-                let d = Diagnostic::warning("W0001", format!("unused layer `{}` in block `{name}`", entry.name))
-                    .primary(entry.decl_span.clone(), "declared here but never applied")
-                    .help("apply it in the block's body, or remove it");
-                self.diags.push(d);
-            }
-        }
-        result
-    }
-
-    fn block_body(&mut self, b: &mut Build, scope: &mut Scope, block: &ast::Block) -> Value {
+    pub(super) fn block_body(&mut self, b: &mut Build, scope: &mut Scope, block: &ast::Block) -> Value {
         let mut result = None;
         for stmt in &block.body {
             match stmt {
@@ -897,362 +591,10 @@ impl<'a> Checker<'a> {
             Value::Error
         })
     }
-
-    /// Parameter prefix of a block instance: the binding it is assigned to
-    /// (`res1` → `res1.a.weight`), numbered when one binding makes several.
-    fn instance_prefix(&self, scope: &mut Scope, block: &str) -> String {
-        let local = match &mut scope.instances {
-            Some(n) if n.total == 1 => n.base.clone(),
-            Some(n) => {
-                n.next += 1;
-                format!("{}.{}", n.base, n.next - 1)
-            }
-            None => block.to_string(),
-        };
-        qualified(&scope.prefix, &local)
-    }
-
-    /// Binds call arguments (and a piped value, first) to a signature.
-    #[allow(clippy::too_many_arguments)]
-    fn bind_args(
-        &mut self,
-        b: &mut Build,
-        scope: &mut Scope,
-        callee: &str,
-        params: &'static [super::value::Param],
-        args: &[ast::Arg],
-        piped: Option<(Value, Span)>,
-        span: &Span,
-    ) -> Option<Args> {
-        let mut values: Vec<Option<(Value, Span)>> = vec![None; params.len()];
-        let mut next = 0;
-        if let Some(p) = piped {
-            values[0] = Some(p);
-            next = 1;
-        }
-        let mut ok = true;
-        for a in args {
-            let v = self.expr(b, scope, &a.value);
-            if matches!(v, Value::Error) {
-                ok = false;
-            }
-            let slot = match &a.name {
-                None => {
-                    if next >= params.len() {
-                        self.report(
-                            Diagnostic::error("E0202", format!("`{callee}` takes at most {} arguments", params.len()))
-                                .primary(a.span.clone(), "unexpected argument")
-                                .note(signature(callee, params)),
-                        );
-                        return None;
-                    }
-                    next += 1;
-                    next - 1
-                }
-                Some(n) => {
-                    let wanted = library::PARAM_ALIASES
-                        .iter()
-                        .find(|(alias, _)| *alias == n.name)
-                        .map_or(n.name.as_str(), |(_, p)| p);
-                    match params.iter().position(|p| p.name == wanted) {
-                        Some(s) => s,
-                        None => {
-                            let mut d = Diagnostic::error("E0203", format!("`{callee}` has no parameter `{}`", n.name))
-                                .primary(n.span.clone(), "unknown parameter");
-                            d = match did_you_mean(&n.name, params.iter().map(|p| p.name)) {
-                                Some(s) => d.help(format!("did you mean `{s}`?")),
-                                None => d.note(signature(callee, params)),
-                            };
-                            self.report(d);
-                            return None;
-                        }
-                    }
-                }
-            };
-            if values[slot].is_some() {
-                self.report(
-                    Diagnostic::error(
-                        "E0202",
-                        format!("argument `{}` of `{callee}` is given twice", params[slot].name),
-                    )
-                    .primary(a.span.clone(), "given again here"),
-                );
-                return None;
-            }
-            values[slot] = Some((v, a.value.span.clone()));
-        }
-        if !ok {
-            return None;
-        }
-        if let Some(missing) = params
-            .iter()
-            .zip(&values)
-            .position(|(p, v)| v.is_none() && p.default == super::value::Default::Required)
-        {
-            let p = &params[missing];
-            self.report(
-                Diagnostic::error(
-                    "E0201",
-                    format!("missing argument `{}` of `{callee}` ({})", p.name, p.kind.describe()),
-                )
-                .primary(span.clone(), format!("`{}` is required", p.name))
-                .note(signature(callee, params)),
-            );
-            return None;
-        }
-        Some(Args {
-            params,
-            values,
-            call_span: span.clone(),
-        })
-    }
-
-    fn lib_error(&mut self, e: LibError, callee: &str, args: &Args, call_span: &Span) {
-        let d = match e {
-            LibError::Arg(ArgError { param, message, hint }) => {
-                let (span, label) = match param {
-                    Some(p) if args.is_given(p) || args.params.first().is_some_and(|f| f.name == p) => {
-                        (args.span(p), format!("argument `{p}` of `{callee}`"))
-                    }
-                    _ => (call_span.clone(), "in this call".to_string()),
-                };
-                let code = if message.contains("floating-point") {
-                    "E0301"
-                } else {
-                    "E0200"
-                };
-                let d = Diagnostic::error(code, message).primary(span, label);
-                match hint {
-                    Some(h) => d.help(h),
-                    None => d,
-                }
-            }
-            LibError::Op(op) => {
-                let d = Diagnostic::error("E0300", op.message).primary(call_span.clone(), "in this call");
-                match op.hint.filter(|h| !h.is_empty()) {
-                    Some(h) => d.help(h),
-                    None => d,
-                }
-            }
-            LibError::Diag(d) => *d,
-        };
-        self.report(d);
-    }
-
-    fn binary(
-        &mut self,
-        b: &mut Build,
-        op: BinOp,
-        l: (Value, &Span),
-        r: (Value, &Span),
-        span: &Span,
-        label: &str,
-    ) -> Value {
-        let label = if label.is_empty() { op_name(op) } else { label };
-        match (l.0, r.0) {
-            (Value::Error, _) | (_, Value::Error) => Value::Error,
-            (Value::Int(x), Value::Int(y)) => self.int_arith(op, &x, &y, span),
-            (x @ (Value::Int(_) | Value::Float(_)), y @ (Value::Int(_) | Value::Float(_))) => {
-                let (x, y) = (number(&x), number(&y));
-                match (x, y, op) {
-                    (Some(x), Some(y), _) => Value::Float(match op {
-                        BinOp::Add => x + y,
-                        BinOp::Sub => x - y,
-                        BinOp::Mul => x * y,
-                        BinOp::Div => x / y,
-                        BinOp::FloorDiv => (x / y).floor(),
-                        BinOp::Rem => x.rem_euclid(y),
-                        BinOp::MatMul => return self.not_tensors(op, span),
-                    }),
-                    _ => {
-                        self.report(
-                            Diagnostic::error("E0200", "symbolic sizes cannot be mixed with decimals")
-                                .primary(span.clone(), "here"),
-                        );
-                        Value::Error
-                    }
-                }
-            }
-            (Value::Tensor(x), Value::Tensor(y)) if op == BinOp::MatMul => {
-                if !self.both_float(b, (x, l.1), (y, r.1), op, span) {
-                    return Value::Error;
-                }
-                match b.graph.add(
-                    Op::MatMul(MatMul::default()),
-                    &[x, y],
-                    Origin::new(label, Some(span.clone())),
-                ) {
-                    Ok(id) => Value::Tensor(id),
-                    Err(e) => {
-                        self.shape_error(b, e.message, e.hint, (x, l.1), (y, r.1), span);
-                        Value::Error
-                    }
-                }
-            }
-            (Value::Tensor(x), Value::Tensor(y)) => {
-                if !self.both_float(b, (x, l.1), (y, r.1), op, span) {
-                    return Value::Error;
-                }
-                let Some(body) = elementwise(op, arg(0), arg(1)) else {
-                    return self.not_tensors(op, span);
-                };
-                self.map(b, body, &[(x, l.1), (y, r.1)], span, label)
-            }
-            (Value::Tensor(x), s) if scalar(&s).is_some() => self.tensor_scalar(b, op, (x, l.1), &s, true, span, label),
-            (s, Value::Tensor(x)) if scalar(&s).is_some() => {
-                self.tensor_scalar(b, op, (x, r.1), &s, false, span, label)
-            }
-            (x, y) => {
-                self.report(
-                    Diagnostic::error(
-                        "E0200",
-                        format!("cannot apply `{}` to {} and {}", op.symbol(), x.kind(), y.kind()),
-                    )
-                    .primary(span.clone(), "unsupported operands"),
-                );
-                Value::Error
-            }
-        }
-    }
-}
-
-impl Checker<'_> {
-    #[allow(clippy::too_many_arguments)]
-    fn tensor_scalar(
-        &mut self,
-        b: &mut Build,
-        op: BinOp,
-        x: (NodeId, &Span),
-        s: &Value,
-        tensor_left: bool,
-        span: &Span,
-        label: &str,
-    ) -> Value {
-        let c = scalar(s).expect("caller checked");
-        let body = if tensor_left {
-            elementwise(op, arg(0), c)
-        } else {
-            elementwise(op, c, arg(0))
-        };
-        let Some(body) = body else {
-            return self.not_tensors(op, span);
-        };
-        if !b.graph.ty(x.0).dtype.is_float() {
-            self.dtype_error(b, x, op, span);
-            return Value::Error;
-        }
-        self.map(b, body, &[x], span, label)
-    }
-
-    fn int_arith(&mut self, op: BinOp, x: &Dim, y: &Dim, span: &Span) -> Value {
-        let result = match op {
-            BinOp::Add => Some(Value::Int(x.add(y))),
-            BinOp::Sub => Some(Value::Int(x.sub(y))),
-            BinOp::Mul => Some(Value::Int(x.mul(y))),
-            BinOp::Div => match (x.as_const(), y.as_const()) {
-                (Some(a), Some(b)) if b != 0 => Some(Value::Float(a as f64 / b as f64)),
-                _ => x.div_exact(y).map(Value::Int),
-            },
-            BinOp::FloorDiv => y
-                .as_const()
-                .filter(|&k| k > 0)
-                .and_then(|k| x.floor_div(k))
-                .map(Value::Int),
-            BinOp::Rem => match (x.as_const(), y.as_const()) {
-                (Some(a), Some(b)) if b != 0 => Some(Value::Int(Dim::lit(a.rem_euclid(b)))),
-                _ => None,
-            },
-            BinOp::MatMul => return self.not_tensors(op, span),
-        };
-        result.unwrap_or_else(|| {
-            let d = Diagnostic::error(
-                "E0200",
-                format!("cannot compute `{x} {} {y}` as a whole size", op.symbol()),
-            )
-            .primary(span.clone(), "not a whole number for every value of the symbols")
-            .help("sizes divide only by numbers that divide them exactly; use `//` for floor division by a number");
-            self.report(d);
-            Value::Error
-        })
-    }
-
-    fn not_tensors(&mut self, op: BinOp, span: &Span) -> Value {
-        self.report(
-            Diagnostic::error("E0200", format!("`{}` needs two tensors", op.symbol()))
-                .primary(span.clone(), "not a matrix product of tensors")
-                .help("`a @ b` multiplies matrices; use `*` to scale"),
-        );
-        Value::Error
-    }
-
-    fn both_float(&mut self, b: &Build, x: (NodeId, &Span), y: (NodeId, &Span), op: BinOp, span: &Span) -> bool {
-        let (tx, ty) = (b.graph.ty(x.0), b.graph.ty(y.0));
-        if tx.dtype.is_float() && ty.dtype.is_float() {
-            return true;
-        }
-        let d = Diagnostic::error(
-            "E0301",
-            format!("dtype mismatch: cannot apply `{}` to {tx} and {ty}", op.symbol()),
-        )
-        .primary(span.clone(), "arithmetic needs floating-point tensors")
-        .secondary(x.1.clone(), format!("this is {tx}"))
-        .secondary(y.1.clone(), format!("this is {ty}"))
-        .help("integer tensors (token ids, labels) can only be compared or used as indices");
-        self.report(d);
-        false
-    }
-
-    fn dtype_error(&mut self, b: &Build, x: (NodeId, &Span), op: BinOp, span: &Span) {
-        let tx = b.graph.ty(x.0);
-        let d = Diagnostic::error(
-            "E0301",
-            format!("dtype mismatch: cannot apply `{}` to {tx}", op.symbol()),
-        )
-        .primary(span.clone(), "arithmetic needs floating-point tensors")
-        .secondary(x.1.clone(), format!("this is {tx}"))
-        .help("integer tensors (token ids, labels) can only be compared or used as indices");
-        self.report(d);
-    }
-
-    fn shape_error(
-        &mut self,
-        b: &Build,
-        message: String,
-        hint: Option<String>,
-        x: (NodeId, &Span),
-        y: (NodeId, &Span),
-        span: &Span,
-    ) {
-        let (tx, ty) = (b.graph.ty(x.0), b.graph.ty(y.0));
-        let mut d = Diagnostic::error("E0300", format!("shape mismatch: {message}"))
-            .primary(span.clone(), "shapes do not fit")
-            .secondary(x.1.clone(), format!("this is {tx}"))
-            .secondary(y.1.clone(), format!("this is {ty}"));
-        if let Some(h) = hint {
-            d = d.help(h);
-        }
-        self.report(d);
-    }
-
-    /// An elementwise node; shape errors name both operands' types.
-    fn map(&mut self, b: &mut Build, body: SExpr, operands: &[(NodeId, &Span)], span: &Span, label: &str) -> Value {
-        let ids: Vec<NodeId> = operands.iter().map(|(id, _)| *id).collect();
-        let op = crate::ops::Map::new(body, DType::F32);
-        match b.graph.add(op.into(), &ids, Origin::new(label, Some(span.clone()))) {
-            Ok(id) => Value::Tensor(id),
-            Err(e) => {
-                match operands {
-                    [x, y] => self.shape_error(b, e.message, e.hint, *x, *y, span),
-                    _ => self.report(Diagnostic::error("E0300", e.message).primary(span.clone(), "here")),
-                }
-                Value::Error
-            }
-        }
-    }
 }
 
 impl Scope {
-    fn new(prefix: String, body: &[ast::Stmt]) -> Scope {
+    pub(super) fn new(prefix: String, body: &[ast::Stmt]) -> Scope {
         let mut later = HashMap::new();
         for stmt in body {
             match stmt {
@@ -1273,18 +615,6 @@ impl Scope {
             prefix,
             instances: None,
         }
-    }
-}
-
-fn binding_span(scope: &Scope, name: &str) -> Span {
-    scope.bindings.get(name).map_or(0..0, |b| b.span.clone())
-}
-
-fn qualified(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() {
-        name.to_string()
-    } else {
-        format!("{prefix}.{name}")
     }
 }
 
@@ -1321,78 +651,5 @@ fn count_block_calls(e: &ast::Expr, blocks: &HashMap<&str, &ast::Block>) -> usiz
         ExprKind::Neg(inner) => count_block_calls(inner, blocks),
         ExprKind::List(items) => items.iter().map(|i| count_block_calls(i, blocks)).sum(),
         _ => 0,
-    }
-}
-
-/// `max_pool2d(x: tensor, kernel: int or [h, w], stride = kernel, ...)`
-fn signature(callee: &str, params: &[super::value::Param]) -> String {
-    let parts: Vec<String> = params
-        .iter()
-        .map(|p| match p.default {
-            super::value::Default::Required => format!("{}: {}", p.name, kind_word(p.kind)),
-            _ => format!(
-                "{}: {} = {}",
-                p.name,
-                kind_word(p.kind),
-                p.show_default().trim_start_matches("= ")
-            ),
-        })
-        .collect();
-    format!("`{callee}({})`", parts.join(", "))
-}
-
-fn kind_word(k: Kind) -> &'static str {
-    match k {
-        Kind::Tensor => "tensor",
-        Kind::Tensors => "[tensor]",
-        Kind::Int => "int",
-        Kind::Pair => "int | [int, int]",
-        Kind::Float => "float",
-        Kind::Bool => "bool",
-        Kind::Str => "string",
-        Kind::Shape => "[int]",
-        Kind::Axes => "int | [int]",
-    }
-}
-
-fn op_name(op: BinOp) -> &'static str {
-    match op {
-        BinOp::Add => "add",
-        BinOp::Sub => "sub",
-        BinOp::Mul => "mul",
-        BinOp::Div => "div",
-        BinOp::FloorDiv => "floor_div",
-        BinOp::Rem => "rem",
-        BinOp::MatMul => "matmul",
-    }
-}
-
-fn number(v: &Value) -> Option<f64> {
-    match v {
-        Value::Int(d) => d.as_const().map(|c| c as f64),
-        Value::Float(f) => Some(*f),
-        _ => None,
-    }
-}
-
-/// A number (or symbolic size) as a scalar expression.
-fn scalar(v: &Value) -> Option<SExpr> {
-    match v {
-        Value::Int(d) => Some(match d.as_const() {
-            Some(c) => SExpr::Const(c as f64),
-            None => SExpr::Size(d.clone()),
-        }),
-        Value::Float(f) => Some(SExpr::Const(*f)),
-        _ => None,
-    }
-}
-
-fn elementwise(op: BinOp, a: SExpr, b: SExpr) -> Option<SExpr> {
-    match op {
-        BinOp::Add => Some(a + b),
-        BinOp::Sub => Some(a - b),
-        BinOp::Mul => Some(a * b),
-        BinOp::Div => Some(a / b),
-        BinOp::FloorDiv | BinOp::Rem | BinOp::MatMul => None,
     }
 }

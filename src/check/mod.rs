@@ -3,6 +3,8 @@
 //! rule as it builds the graph, reporting each problem as a diagnostic with
 //! the source spans involved.
 
+mod arith;
+mod calls;
 mod eval;
 pub mod library;
 pub mod value;

@@ -1,30 +1,21 @@
 //! `netc check model.net [--params]`
 
-use super::load::load;
+use super::load::ModelArgs;
 use super::CliResult;
-use crate::check::Mode;
 use crate::ir::{fmt_shape, Graph};
 use crate::ops::Op;
-use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The .net file to check.
-    pub file: PathBuf,
     /// Print the parameter table (name, shape, count).
     #[arg(long)]
     pub params: bool,
-    /// Check the training graph (batch statistics, dropout) instead of the inference graph.
-    #[arg(long)]
-    pub train: bool,
-    /// Which model, when the file defines several.
-    #[arg(long)]
-    pub model: Option<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
 }
 
 pub fn run(args: Args) -> CliResult {
-    let mode = if args.train { Mode::Train } else { Mode::Eval };
-    let loaded = load(&args.file, mode, args.model.as_deref())?;
+    let loaded = args.model.load()?;
     let g = &loaded.model.graph;
     let outputs: Vec<String> = g.outputs.iter().map(|(n, id)| format!("{n}: {}", g.ty(*id))).collect();
     println!(

@@ -5,7 +5,7 @@ use super::load::load;
 use super::{CliError, CliResult};
 use crate::check::Mode;
 use crate::diag::did_you_mean;
-use crate::exec::bind::{check_weights, infer_sizes, initial_params, param_nodes};
+use crate::exec::bind::{check_weights, infer_sizes, initial_params, write_bound};
 use crate::exec::{DeviceChoice, Executable, Options};
 use crate::ir::{Graph, NodeId};
 use crate::ops::Op;
@@ -146,16 +146,7 @@ pub fn run(args: Args) -> CliResult {
     };
     let mut exe = Executable::new(graph, &outputs, &device, &options).map_err(|e| CliError::new(e.to_string()))?;
     let fail = |e: crate::exec::ExecError| CliError::new(e.to_string());
-    for (name, id) in param_nodes(&exe.graph) {
-        if exe.plan.slot_of.contains_key(&id) {
-            exe.write(id, &weights[&name]).map_err(fail)?;
-        }
-    }
-    for (id, t) in &inputs {
-        if exe.plan.slot_of.contains_key(id) {
-            exe.write(*id, t).map_err(fail)?;
-        }
-    }
+    write_bound(&mut exe, &weights, &inputs).map_err(fail)?;
     exe.run().map_err(fail)?;
     std::fs::create_dir_all(&args.output)
         .map_err(|e| CliError::new(format!("cannot create `{}`: {e}", args.output.display())))?;

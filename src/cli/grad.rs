@@ -7,7 +7,7 @@ use super::eval::{read_inputs, weights};
 use super::load::load;
 use super::{CliError, CliResult};
 use crate::check::Mode;
-use crate::exec::bind::{infer_sizes, param_nodes};
+use crate::exec::bind::{infer_sizes, write_bound};
 use crate::exec::{DeviceChoice, Executable, Options};
 use crate::ir::NodeId;
 use crate::ops::Op;
@@ -72,16 +72,7 @@ pub fn run(args: Args) -> CliResult {
     };
     let mut exe = Executable::new(graph, &required, &device, &options).map_err(|e| CliError::new(e.to_string()))?;
     let fail = |e: crate::exec::ExecError| CliError::new(e.to_string());
-    for (name, id) in param_nodes(&exe.graph) {
-        if exe.plan.slot_of.contains_key(&id) {
-            exe.write(id, &weights[&name]).map_err(fail)?;
-        }
-    }
-    for (id, t) in &given {
-        if exe.plan.slot_of.contains_key(id) {
-            exe.write(*id, t).map_err(fail)?;
-        }
-    }
+    write_bound(&mut exe, &weights, &given).map_err(fail)?;
     if let Some(seed) = model.seed.filter(|s| exe.plan.slot_of.contains_key(s)) {
         exe.write(seed, &Tensor::i64(vec![], vec![args.seed as i64]))
             .map_err(fail)?;

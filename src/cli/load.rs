@@ -4,12 +4,34 @@ use super::CliError;
 use crate::check::{self, Mode, Model};
 use crate::diag::SourceFile;
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A checked model with the source it came from.
 pub struct Loaded {
     pub source: SourceFile,
     pub model: Model,
+}
+
+/// The file, mode and model of the commands that show a checked model
+/// (`check`, `graph`). They flatten it after their own options, so `--train`
+/// and `--model` come last in their help.
+#[derive(clap::Args, Debug)]
+pub struct ModelArgs {
+    /// The .net file.
+    pub file: PathBuf,
+    /// Use the training graph (batch statistics, dropout) instead of the inference graph.
+    #[arg(long)]
+    pub train: bool,
+    /// Which model, when the file defines several.
+    #[arg(long)]
+    pub model: Option<String>,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> Result<Loaded, CliError> {
+        let mode = if self.train { Mode::Train } else { Mode::Eval };
+        load(&self.file, mode, self.model.as_deref())
+    }
 }
 
 /// Reads and checks `path`; prints warnings, and on errors prints them all

@@ -2,6 +2,7 @@
 //! tensors, parameters from weight files (checked all at once), fresh
 //! parameters when there are no weights.
 
+use super::{ExecError, Executable};
 use crate::ir::{fmt_shape, Graph, NodeId};
 use crate::ops::Op;
 use crate::rng::Rng;
@@ -78,6 +79,28 @@ pub fn param_nodes(graph: &Graph) -> Vec<(String, NodeId)> {
             _ => None,
         })
         .collect()
+}
+
+/// Writes every parameter from `weights` (which must hold them all, as after
+/// [`check_weights`] or [`initial_params`]) and the given input tensors into
+/// `exe`. Nodes the plan keeps no buffer for are skipped: the outputs `exe`
+/// was compiled for do not read them.
+pub fn write_bound(
+    exe: &mut Executable,
+    weights: &BTreeMap<String, Tensor>,
+    inputs: &[(NodeId, Tensor)],
+) -> Result<(), ExecError> {
+    for (name, id) in param_nodes(&exe.graph) {
+        if exe.plan.slot_of.contains_key(&id) {
+            exe.write(id, &weights[&name])?;
+        }
+    }
+    for (id, t) in inputs {
+        if exe.plan.slot_of.contains_key(id) {
+            exe.write(*id, t)?;
+        }
+    }
+    Ok(())
 }
 
 /// PyTorch-style initial values for every parameter and buffer.

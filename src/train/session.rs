@@ -260,18 +260,12 @@ impl Session {
                     .specialize(&HashMap::from([("B".to_string(), n as i64)]))
                     .map_err(TrainError::Invalid)?;
                 let required: Vec<NodeId> = std::iter::once(eval.loss).chain(eval.correct).collect();
-                let mut exe = Executable::new(g, &required, &self.device, &self.options)?;
-                for (name, id, _) in named_params(&exe.graph) {
-                    if exe.plan.slot_of.contains_key(&id) {
-                        if let Some(t) = weights.get(&name) {
-                            exe.write(id, t)?;
-                        }
-                    }
-                }
+                let exe = Executable::new(g, &required, &self.device, &self.options)?;
                 eval.compiled.insert(n, exe);
             }
             let exe = eval.compiled.get_mut(&n).expect("compiled above");
-            // Weights change between evaluations: refresh them every time.
+            // Weights change between evaluations: write them for every batch,
+            // not once when the batch size is first compiled.
             for (name, id, _) in named_params(&exe.graph) {
                 if exe.plan.slot_of.contains_key(&id) {
                     if let Some(t) = weights.get(&name) {

@@ -30,7 +30,8 @@ pub fn scratch() -> std::path::PathBuf {
 /// runs the same tests on a GPU; the default is the cpu device.
 pub fn test_device() -> netc::exec::Device {
     match std::env::var("NETC_TEST_DEVICE").as_deref() {
-        Ok("cuda") => netc::exec::Device::select(netc::exec::DeviceChoice::Cuda, |_| {}).expect("NETC_TEST_DEVICE=cuda needs a GPU"),
+        Ok("cuda") => netc::exec::Device::select(netc::exec::DeviceChoice::Cuda, |_| {})
+            .expect("NETC_TEST_DEVICE=cuda needs a GPU"),
         _ => netc::exec::Device::Cpu,
     }
 }

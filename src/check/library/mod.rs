@@ -228,8 +228,8 @@ pub mod exprs {
 /// The reference tables of docs/language.md (functions, losses, layers),
 /// generated from the library itself so the documentation cannot drift.
 pub fn reference_markdown() -> String {
-    use super::value::Default as D;
-    let signature = |params: &[Param]| -> String {
+    fn signature(params: &[Param]) -> String {
+        use super::value::Default as D;
         params
             .iter()
             .map(|p| match p.default {
@@ -238,36 +238,23 @@ pub fn reference_markdown() -> String {
             })
             .collect::<Vec<_>>()
             .join(", ")
-    };
-    let mut out = String::from("| function | arguments (defaults) | computes | PyTorch |\n|---|---|---|---|\n");
-    for f in functions::ALL {
-        out += &format!(
-            "| `{}` | `{}` | {} | `{}` |\n",
-            f.name,
-            signature(f.params),
-            f.summary,
-            f.torch
-        );
     }
-    out += "\n| loss | arguments (defaults) | computes | PyTorch |\n|---|---|---|---|\n";
-    for f in losses::ALL {
-        out += &format!(
-            "| `{}` | `{}` | {} | `{}` |\n",
-            f.name,
-            signature(f.params),
-            f.summary,
-            f.torch
-        );
+    /// One table; a row is (name, parameters, summary, PyTorch equivalent).
+    fn table<'a>(kind: &str, rows: impl Iterator<Item = (&'a str, &'a [Param], &'a str, &'a str)>) -> String {
+        let mut out = format!("| {kind} | arguments (defaults) | computes | PyTorch |\n|---|---|---|---|\n");
+        for (name, params, summary, torch) in rows {
+            out += &format!("| `{name}` | `{}` | {summary} | `{torch}` |\n", signature(params));
+        }
+        out
     }
-    out += "\n| layer | arguments (defaults) | computes | PyTorch |\n|---|---|---|---|\n";
-    for l in layers::ALL {
-        out += &format!(
-            "| `{}` | `{}` | {} | `{}` |\n",
-            l.name,
-            signature(l.params),
-            l.summary,
-            l.torch
-        );
-    }
-    out
+    let function_rows = |all: &'static [Function]| all.iter().map(|f| (f.name, f.params, f.summary, f.torch));
+    [
+        table("function", function_rows(functions::ALL)),
+        table("loss", function_rows(losses::ALL)),
+        table(
+            "layer",
+            layers::ALL.iter().map(|l| (l.name, l.params, l.summary, l.torch)),
+        ),
+    ]
+    .join("\n")
 }
