@@ -347,7 +347,14 @@ fn data_on_the_command_line_overrides_the_train_section() {
         "2",
     ]);
     assert!(out.contains("finished: 6 steps"), "{out}");
-    let err = fails(&["run", "examples/mlp.net", "--device", "cpu", "--data", "npy:no/such.npy,tests/data/torch/train_mlp.y.npy"]);
+    let err = fails(&[
+        "run",
+        "examples/mlp.net",
+        "--device",
+        "cpu",
+        "--data",
+        "npy:no/such.npy,tests/data/torch/train_mlp.y.npy",
+    ]);
     assert!(err.contains("no/such.npy"), "{err}");
 }
 

@@ -251,7 +251,12 @@ fn nest(k: &mut KernelCtx, axes: &[Axis], inner: impl FnOnce(&mut KernelCtx, Vec
     for _ in &looped {
         k.push_scope();
     }
-    inner(k, axes.iter().map(|a| if a.size == 1 { int(0) } else { var(a.name) }).collect());
+    inner(
+        k,
+        axes.iter()
+            .map(|a| if a.size == 1 { int(0) } else { var(a.name) })
+            .collect(),
+    );
     for a in looped.iter().rev() {
         let body = k.pop_scope();
         k.emit(counted(a.name, a.size, LoopHint::Compiler, body));

@@ -331,7 +331,11 @@ impl Reduce {
             ReduceKind::Max | ReduceKind::ArgMax => (f32c(f64::NEG_INFINITY), CTy::F32),
         };
         let acc = k.mutable("acc", ty, init);
-        let index = if self.kind == ReduceKind::ArgMax { k.mutable("arg", CTy::I32, int(0)) } else { int(0) };
+        let index = if self.kind == ReduceKind::ArgMax {
+            k.mutable("arg", CTy::I32, int(0))
+        } else {
+            int(0)
+        };
         // Reduced axes of size 1 need no loop.
         let looped: Vec<usize> = self.axes.iter().copied().filter(|&a| shape[a] != 1).collect();
         let names: Vec<String> = (0..looped.len()).map(|i| format!("r{i}")).collect();
@@ -354,10 +358,22 @@ impl Reduce {
                 let reduced: Vec<usize> = looped.iter().map(|&a| shape[a]).collect();
                 let position = Coords::from_axes(names.iter().map(var).collect()).linear(&reduced);
                 let update = vec![
-                    KStmt::Assign { target: acc.clone(), op: AssignOp::Set, value: v.clone() },
-                    KStmt::Assign { target: index.clone(), op: AssignOp::Set, value: position },
+                    KStmt::Assign {
+                        target: acc.clone(),
+                        op: AssignOp::Set,
+                        value: v.clone(),
+                    },
+                    KStmt::Assign {
+                        target: index.clone(),
+                        op: AssignOp::Set,
+                        value: position,
+                    },
                 ];
-                k.emit(KStmt::If { cond: v.gt(acc.clone()), then: update, otherwise: vec![] });
+                k.emit(KStmt::If {
+                    cond: v.gt(acc.clone()),
+                    then: update,
+                    otherwise: vec![],
+                });
             }
         }
         for (i, &a) in looped.iter().enumerate().rev() {
@@ -367,7 +383,14 @@ impl Reduce {
                 (KExpr::Var(name), true, ReduceKind::Sum | ReduceKind::Mean) => LoopHint::VectorizeSum(name.clone()),
                 _ => LoopHint::Compiler,
             };
-            k.emit(KStmt::For { var: names[i].clone(), start: int(0), end: int(shape[a] as i64), step: int(1), body, hint });
+            k.emit(KStmt::For {
+                var: names[i].clone(),
+                start: int(0),
+                end: int(shape[a] as i64),
+                step: int(1),
+                body,
+                hint,
+            });
         }
         Accumulator { value: acc, index, ty }
     }
