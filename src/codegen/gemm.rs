@@ -186,7 +186,7 @@ fn emit_gpu(k: &mut KernelCtx, anchor: NodeId, s: &GemmShape, ops: &dyn GemmOper
         ),
     ];
     let tile = vec![
-        counted("l", TILE * TILE_K / THREADS, LoopHint::Unroll, loads),
+        counted("l", TILE * TILE_K / THREADS, LoopHint::NoUnroll, loads),
         KStmt::SyncThreads,
         counted("kk", TILE_K, LoopHint::Unroll, product),
         KStmt::SyncThreads,
