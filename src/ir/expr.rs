@@ -229,10 +229,14 @@ impl SExpr {
         })
     }
 
-    /// Replaces symbolic sizes with their values.
+    /// Replaces symbolic sizes with their values (as constants, so that
+    /// arithmetic on them folds).
     pub fn bind_dims(&self, bindings: &HashMap<String, i64>) -> SExpr {
         self.map_leaves(&mut |e| match e {
-            SExpr::Size(d) => Some(SExpr::Size(d.bind(bindings))),
+            SExpr::Size(d) => {
+                let bound = d.bind(bindings);
+                Some(bound.as_const().map_or(SExpr::Size(bound), |v| SExpr::Const(v as f64)))
+            }
             _ => None,
         })
     }
