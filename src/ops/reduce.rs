@@ -290,26 +290,7 @@ impl Reduce {
                 k.assign(acc.clone(), AssignOp::Add, v);
             }
             ReduceKind::Max => k.assign(acc.clone(), AssignOp::Set, call("fmaxf", vec![acc.clone(), v])),
-            ReduceKind::ArgMax => {
-                // Strictly greater keeps the first maximum, as PyTorch does.
-                let update = vec![
-                    KStmt::Assign {
-                        target: acc.clone(),
-                        op: AssignOp::Set,
-                        value: v.clone(),
-                    },
-                    KStmt::Assign {
-                        target: index.clone(),
-                        op: AssignOp::Set,
-                        value: var("r"),
-                    },
-                ];
-                k.emit(KStmt::If {
-                    cond: v.gt(acc.clone()),
-                    then: update,
-                    otherwise: vec![],
-                });
-            }
+            ReduceKind::ArgMax => keep_first_maximum(k, &acc, &index, v, var("r")),
         }
         let body = k.pop_scope();
         k.emit(KStmt::For {
@@ -357,23 +338,7 @@ impl Reduce {
             ReduceKind::ArgMax => {
                 let reduced: Vec<usize> = looped.iter().map(|&a| shape[a]).collect();
                 let position = Coords::from_axes(names.iter().map(var).collect()).linear(&reduced);
-                let update = vec![
-                    KStmt::Assign {
-                        target: acc.clone(),
-                        op: AssignOp::Set,
-                        value: v.clone(),
-                    },
-                    KStmt::Assign {
-                        target: index.clone(),
-                        op: AssignOp::Set,
-                        value: position,
-                    },
-                ];
-                k.emit(KStmt::If {
-                    cond: v.gt(acc.clone()),
-                    then: update,
-                    otherwise: vec![],
-                });
+                keep_first_maximum(k, &acc, &index, v, position);
             }
         }
         for (i, &a) in looped.iter().enumerate().rev() {
@@ -407,6 +372,28 @@ impl Reduce {
         k.bind(node, value);
         k.store_root(at);
     }
+}
+
+/// `if (v > acc) { acc = v; index = position; }`: strictly greater keeps
+/// the first maximum, as PyTorch does.
+fn keep_first_maximum(k: &mut KernelCtx, acc: &KExpr, index: &KExpr, v: KExpr, position: KExpr) {
+    let update = vec![
+        KStmt::Assign {
+            target: acc.clone(),
+            op: AssignOp::Set,
+            value: v.clone(),
+        },
+        KStmt::Assign {
+            target: index.clone(),
+            op: AssignOp::Set,
+            value: position,
+        },
+    ];
+    k.emit(KStmt::If {
+        cond: v.gt(acc.clone()),
+        then: update,
+        otherwise: vec![],
+    });
 }
 
 /// The running value of a reduction and, for argmax, its position.

@@ -193,14 +193,7 @@ impl Session {
                 let seed = mix(self.config.seed ^ mix(self.steps_done)) as i64;
                 writes.push((id, Tensor::i64(vec![], vec![seed])));
             } else if let Some(k) = super::optim::SCALARS.iter().position(|s| *s == input.name) {
-                let lr = learning_rate(
-                    self.config.optimizer.lr(),
-                    &self.config.schedule,
-                    self.config.warmup,
-                    self.steps_done,
-                    epoch,
-                    total_steps,
-                );
+                let lr = self.current_lr(epoch, total_steps);
                 let v = self.config.optimizer.scalars(self.steps_done + 1, lr)[k];
                 writes.push((id, Tensor::f32(vec![], vec![v as f32])));
             } else {
