@@ -11,9 +11,14 @@ import struct
 import sys
 import time
 
+import os
+
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+
+# The PyTorch twin of examples/mnist_cnn.net, shared with the reference files.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_torch_refs import MnistCnn  # noqa: E402
 
 
 def read_idx(path):
@@ -24,37 +29,21 @@ def read_idx(path):
     return torch.frombuffer(bytearray(data[4 + 4 * dims :]), dtype=torch.uint8).reshape(shape)
 
 
-class MnistCnn(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
-        self.bn1 = nn.BatchNorm2d(16)
-        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
-        self.bn2 = nn.BatchNorm2d(32)
-        self.fc1 = nn.Linear(32 * 7 * 7, 128)
-        self.drop = nn.Dropout(0.25)
-        self.fc2 = nn.Linear(128, 10)
-
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
-        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
-        return self.fc2(self.drop(F.relu(self.fc1(torch.flatten(x, 1)))))
-
-
 def main():
     device, steps = sys.argv[1], int(sys.argv[2])
     images = read_idx("examples/data/mnist5k-train-images-idx3-ubyte.gz").float().div(255).unsqueeze(1)
     labels = read_idx("examples/data/mnist5k-train-labels-idx1-ubyte.gz").long()
     torch.manual_seed(0)
     model = MnistCnn().to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=0.002)
+    model.drop.p = 0.4  # as in examples/mnist_cnn.net
+    opt = torch.optim.AdamW(model.parameters(), lr=0.002, weight_decay=0.05)
     batch = 64
     batches = [(images[i : i + batch].to(device), labels[i : i + batch].to(device)) for i in range(0, len(images) - batch + 1, batch)]
 
     def step(i):
         x, y = batches[i % len(batches)]
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
+        loss = F.cross_entropy(model(x)["logits"], y, label_smoothing=0.1)
         loss.backward()
         opt.step()
         return loss
