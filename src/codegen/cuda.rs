@@ -92,8 +92,11 @@ fn print_stmt(out: &mut String, s: &KStmt, depth: usize) {
                 LoopHint::Compiler => {}
                 LoopHint::Unroll => out.push_str("#pragma unroll\n"),
                 LoopHint::NoUnroll => out.push_str("#pragma unroll 1\n"),
-                LoopHint::VectorizeSum(acc) => {
-                    let _ = writeln!(out, "NETC_SIMD_SUM({acc})");
+                LoopHint::VectorizeSum { var, len: None } => {
+                    let _ = writeln!(out, "NETC_SIMD_SUM({var})");
+                }
+                LoopHint::VectorizeSum { var, len: Some(n) } => {
+                    let _ = writeln!(out, "NETC_SIMD_SUM({var}[:{n}])");
                 }
             }
             if *hint != LoopHint::Compiler {

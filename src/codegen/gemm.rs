@@ -346,21 +346,98 @@ fn emit_cpu_rows(k: &mut KernelCtx, anchor: NodeId, s: &GemmShape, ops: &dyn Gem
     });
 }
 
+/// Outputs summed together in one pass over k by the CPU dot-product order:
+/// the trailing n axes, while their product stays this small. Each element of
+/// A is then read once for all of them (a convolution's weight gradient sums
+/// all 3×3 taps of a channel together).
+const CPU_DOT_BLOCK: usize = 32;
+
 fn emit_cpu_dots(k: &mut KernelCtx, anchor: NodeId, s: &GemmShape, ops: &dyn GemmOperands) {
     let (b, m) = cpu_block(k, s);
     let acc_ty = acc_type(s);
-    let (outer, last) = s.k.split_at(s.k.len() - 1);
-    let last = last[0];
+    let (k_outer, k_last) = s.k.split_at(s.k.len() - 1);
+    let k_last = k_last[0];
+    let mut split = s.n.len();
+    while split > 0 && total(&s.n[split - 1..]) <= CPU_DOT_BLOCK {
+        split -= 1;
+    }
+    if split == s.n.len() {
+        return emit_cpu_dot_each(k, anchor, s, ops, (b, m));
+    }
+    let (n_outer, n_block) = s.n.split_at(split);
+    let width = total(n_block);
+    let slot =
+        |vars: &[KExpr]| Coords::from_axes(vars.to_vec()).linear(&n_block.iter().map(|a| a.size).collect::<Vec<_>>());
+    nest(k, n_outer, |k, outer_n| {
+        k.emit(KStmt::Array {
+            ty: acc_ty,
+            name: "acc".into(),
+            len: width,
+        });
+        k.emit(counted(
+            "j",
+            width,
+            LoopHint::NoUnroll,
+            vec![set(load("acc", var("j")), f32c(0.0))],
+        ));
+        nest(k, k_outer, |k, outer_k| {
+            k.push_scope();
+            let mut kvars = outer_k;
+            kvars.push(var(k_last.name));
+            let a = ops.a(k, &b, &m, &kvars);
+            let a = k.name_value(Value::f32(a)).expr;
+            nest(k, n_block, |k, block_n| {
+                let nvars: Vec<KExpr> = outer_n.iter().chain(&block_n).cloned().collect();
+                let product = a.clone() * ops.b(k, &b, &kvars, &nvars);
+                let product = if acc_ty == CTy::F64 {
+                    cast(CTy::F64, product)
+                } else {
+                    product
+                };
+                k.assign(load("acc", slot(&block_n)), AssignOp::Add, product);
+            });
+            let body = k.pop_scope();
+            let hint = LoopHint::VectorizeSum {
+                var: "acc".into(),
+                len: Some(width),
+            };
+            k.emit(counted(k_last.name, k_last.size, hint, body));
+        });
+        nest(k, n_block, |k, block_n| {
+            let acc = load("acc", slot(&block_n));
+            k.bind(
+                anchor,
+                Value::f32(if acc_ty == CTy::F64 { cast(CTy::F32, acc) } else { acc }),
+            );
+            let nvars: Vec<KExpr> = outer_n.iter().chain(&block_n).cloned().collect();
+            let at = ops.out(k, &b, &m, &nvars);
+            k.store_root(&at);
+        });
+    });
+}
+
+/// The dot-product order one output at a time, into a scalar (when no
+/// trailing n axes are small enough to sum together).
+fn emit_cpu_dot_each(
+    k: &mut KernelCtx,
+    anchor: NodeId,
+    s: &GemmShape,
+    ops: &dyn GemmOperands,
+    (b, m): (KExpr, Vec<KExpr>),
+) {
+    let acc_ty = acc_type(s);
+    let (k_outer, k_last) = s.k.split_at(s.k.len() - 1);
+    let k_last = k_last[0];
     nest(k, &s.n, |k, nvars| {
         let acc = k.mutable("acc", acc_ty, f32c(0.0));
         let KExpr::Var(acc_name) = &acc else {
             unreachable!("mutable returns a variable")
         };
         let acc_name = acc_name.clone();
-        nest(k, outer, |k, outer_vars| {
+        nest(k, k_outer, |k, outer_k| {
             k.push_scope();
-            let mut kvars = outer_vars;
-            kvars.push(var(last.name));
+            let mut kvars = outer_k;
+            kvars.push(var(k_last.name));
             let product = ops.a(k, &b, &m, &kvars) * ops.b(k, &b, &kvars, &nvars);
             let product = if acc_ty == CTy::F64 {
                 cast(CTy::F64, product)
@@ -369,12 +446,11 @@ fn emit_cpu_dots(k: &mut KernelCtx, anchor: NodeId, s: &GemmShape, ops: &dyn Gem
             };
             k.assign(acc.clone(), AssignOp::Add, product);
             let body = k.pop_scope();
-            k.emit(counted(
-                last.name,
-                last.size,
-                LoopHint::VectorizeSum(acc_name.clone()),
-                body,
-            ));
+            let hint = LoopHint::VectorizeSum {
+                var: acc_name.clone(),
+                len: None,
+            };
+            k.emit(counted(k_last.name, k_last.size, hint, body));
         });
         k.bind(
             anchor,

@@ -268,9 +268,10 @@ pub enum LoopHint {
     /// `#pragma unroll 1`: CPU-schedule loops over local arrays, which a
     /// GPU compile would otherwise unroll into spilled registers.
     NoUnroll,
-    /// A sum into this variable that the host compiler may vectorise
-    /// (reassociate), through `NETC_SIMD_SUM` from netc.cuh.
-    VectorizeSum(String),
+    /// A sum into this variable (or the first `len` elements of this
+    /// array) that the host compiler may vectorise (reassociate), through
+    /// `NETC_SIMD_SUM` from netc.cuh.
+    VectorizeSum { var: String, len: Option<usize> },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -345,7 +345,10 @@ impl Reduce {
             let body = k.pop_scope();
             let innermost = i + 1 == looped.len();
             let hint = match (&acc, innermost, self.kind) {
-                (KExpr::Var(name), true, ReduceKind::Sum | ReduceKind::Mean) => LoopHint::VectorizeSum(name.clone()),
+                (KExpr::Var(name), true, ReduceKind::Sum | ReduceKind::Mean) => LoopHint::VectorizeSum {
+                    var: name.clone(),
+                    len: None,
+                },
                 _ => LoopHint::Compiler,
             };
             k.emit(KStmt::For {
