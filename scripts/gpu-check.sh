@@ -101,12 +101,11 @@ if "$out/netc" run examples/mnist_cnn.net --device cuda --log "$NETC_TEST_TMPDIR
 else
     row "train mnist 8 epochs (cuda)" FAIL "$(tail -1 "$NETC_TEST_TMPDIR/full.err")"
 fi
-netc_rate=$(python3 -c "
-import json
-e = [json.loads(l) for l in open('$NETC_TEST_TMPDIR/full.jsonl') if 'samples_per_s' in l]
-print(f\"{e[-1]['samples_per_s']:.0f}\" if e else 'n/a')" 2>/dev/null || echo n/a)
+bench=$("$out/netc" bench examples/mnist_cnn.net --train --device cuda --runs 50 2>/dev/null | head -1)
+netc_rate=$(echo "$bench" | sed -n 's/.* \([0-9]*\) samples\/s.*/\1/p')
 torch_rate=$(python3 scripts/torch_mnist_baseline.py cuda 300 2>/dev/null | python3 -c "import json,sys; print(f\"{json.load(sys.stdin)['samples_per_s']:.0f}\")" 2>/dev/null || echo n/a)
-row "mnist step speed (samples/s)" info "netc $netc_rate vs PyTorch eager $torch_rate (batch 64)"
+row "mnist training step (samples/s)" info "netc ${netc_rate:-n/a} vs PyTorch eager $torch_rate (batch 64)"
+"$out/netc" bench examples/mnist_cnn.net --train --device cuda --runs 20 2>/dev/null | sed -n '2,8p'
 
 echo
 echo "GPU check on $gpu"

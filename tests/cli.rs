@@ -359,6 +359,27 @@ fn data_on_the_command_line_overrides_the_train_section() {
 }
 
 #[test]
+fn bench_times_inference_and_the_training_step() {
+    let (out, _) = ok(&["bench", "examples/mlp.net", "--device", "cpu", "--runs", "2"]);
+    assert!(
+        out.contains("ms per run") && out.contains("samples/s") && out.contains("kernel time"),
+        "{out}"
+    );
+    let (out, _) = ok(&[
+        "bench",
+        "examples/mnist_cnn.net",
+        "--train",
+        "--device",
+        "cpu",
+        "--runs",
+        "1",
+        "--batch",
+        "8",
+    ]);
+    assert!(out.contains("training step, batch 8"), "{out}");
+}
+
+#[test]
 fn grad_writes_loss_and_gradients() {
     let dir = tmp("grad");
     let t = "tests/data/torch";

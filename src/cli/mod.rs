@@ -1,6 +1,7 @@
 //! The `netc` command line. Each subcommand lives in its own file; user
 //! mistakes become diagnostics or one-line errors with a hint, and exit code 1.
 
+mod bench;
 mod check;
 mod common;
 mod compile;
@@ -38,6 +39,8 @@ enum Command {
     Run(run::Args),
     /// Write the loss and every parameter gradient for one batch.
     Grad(grad::Args),
+    /// Time a model's inference or training step, kernel by kernel.
+    Bench(bench::Args),
 }
 
 /// A failure to report: already-rendered diagnostics, or a message with a hint.
@@ -89,6 +92,7 @@ pub fn main() -> ExitCode {
         Command::Eval(a) => eval::run(a),
         Command::Run(a) => run::run(a),
         Command::Grad(a) => grad::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -313,7 +313,14 @@ impl Executable {
                         block: kernel.block,
                         shared_bytes: 0,
                     };
-                    device.launch(&kernels[launch.kernel], dims, &args)?;
+                    match self.profile.as_mut() {
+                        // Timed launches wait for each kernel: profiling only.
+                        Some(p) => {
+                            p[launch.kernel] +=
+                                f64::from(device.launch_timed(&kernels[launch.kernel], dims, &args)?) / 1e3
+                        }
+                        None => device.launch(&kernels[launch.kernel], dims, &args)?,
+                    }
                 }
                 device.synchronize()?;
             }
@@ -330,6 +337,11 @@ impl Executable {
             Backend::Cuda { buffers, .. } => buffers.swap(sa, sb),
         }
         Ok(())
+    }
+
+    /// Starts recording the time of every kernel (also set by `NETC_PROFILE`).
+    pub fn enable_profile(&mut self) {
+        self.profile = Some(vec![0.0; self.program.kernels.len()]);
     }
 
     /// The kernels that took longest, with their share of the time, when profiling.
