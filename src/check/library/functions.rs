@@ -8,9 +8,10 @@ use crate::ir::{numel, Dim, NodeId};
 use crate::ops::*;
 
 macro_rules! func {
-    ($name:literal, $params:expr, $build:expr, $summary:literal, $torch:literal) => {
+    ($name:literal, $shapes:literal, $params:expr, $build:expr, $summary:literal, $torch:literal) => {
         Function {
             name: $name,
+            shapes: $shapes,
             params: $params,
             build: $build,
             summary: $summary,
@@ -24,6 +25,7 @@ const X: Param = req("x", Kind::Tensor);
 pub static ALL: &[Function] = &[
     func!(
         "relu",
+        "any → same",
         &[X],
         |c, a| unary(c, a, exprs::relu()),
         "max(x, 0)",
@@ -31,6 +33,7 @@ pub static ALL: &[Function] = &[
     ),
     func!(
         "leaky_relu",
+        "any → same",
         &[X, opt("negative_slope", Kind::Float, D::Float(0.01))],
         |c, a| unary(c, a, exprs::leaky_relu(a.float("negative_slope")?)),
         "x if x > 0 else negative_slope * x",
@@ -38,6 +41,7 @@ pub static ALL: &[Function] = &[
     ),
     func!(
         "sigmoid",
+        "any → same",
         &[X],
         |c, a| unary(c, a, arg(0).sigmoid()),
         "1 / (1 + exp(-x))",
@@ -45,6 +49,7 @@ pub static ALL: &[Function] = &[
     ),
     func!(
         "tanh",
+        "any → same",
         &[X],
         |c, a| unary(c, a, arg(0).tanh()),
         "hyperbolic tangent",
@@ -52,14 +57,23 @@ pub static ALL: &[Function] = &[
     ),
     func!(
         "gelu",
+        "any → same",
         &[X, opt("approximate", Kind::Str, D::Str("none"))],
         gelu,
         "x·Φ(x); approximate: \"none\" (erf) or \"tanh\"",
         "F.gelu"
     ),
-    func!("exp", &[X], |c, a| unary(c, a, arg(0).exp()), "eˣ", "torch.exp"),
+    func!(
+        "exp",
+        "any → same",
+        &[X],
+        |c, a| unary(c, a, arg(0).exp()),
+        "eˣ",
+        "torch.exp"
+    ),
     func!(
         "log",
+        "any → same",
         &[X],
         |c, a| unary(c, a, arg(0).log()),
         "natural logarithm",
@@ -67,6 +81,7 @@ pub static ALL: &[Function] = &[
     ),
     func!(
         "sqrt",
+        "any → same",
         &[X],
         |c, a| unary(c, a, arg(0).sqrt()),
         "square root",
@@ -74,6 +89,7 @@ pub static ALL: &[Function] = &[
     ),
     func!(
         "abs",
+        "any → same",
         &[X],
         |c, a| unary(c, a, arg(0).abs()),
         "absolute value",
@@ -81,6 +97,7 @@ pub static ALL: &[Function] = &[
     ),
     func!(
         "softmax",
+        "any → same",
         &[X, opt("dim", Kind::Int, D::Int(-1))],
         |c, a| softmax(c, a, false),
         "exp(x) / sum(exp(x)) along dim, computed stably",
@@ -88,6 +105,7 @@ pub static ALL: &[Function] = &[
     ),
     func!(
         "log_softmax",
+        "any → same",
         &[X, opt("dim", Kind::Int, D::Int(-1))],
         |c, a| softmax(c, a, true),
         "x − log(sum(exp(x))) along dim, computed stably",
@@ -95,6 +113,7 @@ pub static ALL: &[Function] = &[
     ),
     func!(
         "dropout",
+        "any → same",
         &[X, opt("p", Kind::Float, D::Float(0.5))],
         |c, a| {
             let x = c.float_tensor("x", a.tensor("x")?)?;
@@ -105,6 +124,7 @@ pub static ALL: &[Function] = &[
     ),
     func!(
         "max_pool2d",
+        "[N, C, H, W] → [N, C, H_out, W_out]",
         &[
             X,
             req("kernel", Kind::Pair),
@@ -122,6 +142,7 @@ pub static ALL: &[Function] = &[
     ),
     func!(
         "avg_pool2d",
+        "[N, C, H, W] → [N, C, H_out, W_out]",
         &[
             X,
             req("kernel", Kind::Pair),
@@ -139,6 +160,7 @@ pub static ALL: &[Function] = &[
     ),
     func!(
         "global_avg_pool2d",
+        "[N, C, H, W] → [N, C, 1, 1]",
         &[X],
         |c, a| {
             let x = c.float_tensor("x", a.tensor("x")?)?;
@@ -154,6 +176,7 @@ pub static ALL: &[Function] = &[
     ),
     func!(
         "flatten",
+        "[N, C, H, W] → [N, C·H·W] (defaults)",
         &[
             X,
             opt("start_dim", Kind::Int, D::Int(1)),
@@ -165,6 +188,7 @@ pub static ALL: &[Function] = &[
     ),
     func!(
         "reshape",
+        "any → `shape` (same element count)",
         &[X, req("shape", Kind::Shape)],
         reshape,
         "same elements, new shape; one size may be -1",
@@ -172,6 +196,7 @@ pub static ALL: &[Function] = &[
     ),
     func!(
         "transpose",
+        "axes dim0 and dim1 swapped",
         &[X, req("dim0", Kind::Int), req("dim1", Kind::Int)],
         |c, a| {
             let x = a.tensor("x")?;
@@ -189,6 +214,7 @@ pub static ALL: &[Function] = &[
     ),
     func!(
         "permute",
+        "output axis i has size of input axis dims[i]",
         &[X, req("dims", Kind::Shape)],
         |c, a| {
             let x = a.tensor("x")?;
@@ -205,6 +231,7 @@ pub static ALL: &[Function] = &[
     ),
     func!(
         "concat",
+        "equal but for `dim` → sizes along `dim` added",
         &[req("tensors", Kind::Tensors), opt("dim", Kind::Int, D::Int(0))],
         |c, a| {
             let parts = a.tensors("tensors")?;
@@ -217,6 +244,7 @@ pub static ALL: &[Function] = &[
     ),
     func!(
         "unsqueeze",
+        "size 1 inserted at `dim`",
         &[X, req("dim", Kind::Int)],
         |c, a| {
             let x = a.tensor("x")?;
@@ -230,6 +258,7 @@ pub static ALL: &[Function] = &[
     ),
     func!(
         "squeeze",
+        "size-1 axis `dim` removed",
         &[X, req("dim", Kind::Int)],
         |c, a| {
             let x = a.tensor("x")?;
@@ -246,6 +275,7 @@ pub static ALL: &[Function] = &[
     ),
     func!(
         "matmul",
+        "[…, M, K] @ […, K, N] → […, M, N]",
         &[req("a", Kind::Tensor), req("b", Kind::Tensor)],
         matmul,
         "matrix product (batched, broadcasting); also `a @ b`",
@@ -253,6 +283,7 @@ pub static ALL: &[Function] = &[
     ),
     func!(
         "sum",
+        "listed axes removed (size 1 with keepdim)",
         &[X, req("dim", Kind::Axes), opt("keepdim", Kind::Bool, D::Bool(false))],
         |c, a| reduce(c, a, ReduceKind::Sum),
         "sum over the listed axes",
@@ -260,6 +291,7 @@ pub static ALL: &[Function] = &[
     ),
     func!(
         "mean",
+        "listed axes removed (size 1 with keepdim)",
         &[X, req("dim", Kind::Axes), opt("keepdim", Kind::Bool, D::Bool(false))],
         |c, a| reduce(c, a, ReduceKind::Mean),
         "mean over the listed axes",
@@ -267,6 +299,7 @@ pub static ALL: &[Function] = &[
     ),
     func!(
         "amax",
+        "listed axes removed (size 1 with keepdim)",
         &[X, req("dim", Kind::Axes), opt("keepdim", Kind::Bool, D::Bool(false))],
         |c, a| reduce(c, a, ReduceKind::Max),
         "maximum over the listed axes",
@@ -274,6 +307,7 @@ pub static ALL: &[Function] = &[
     ),
     func!(
         "argmax",
+        "`dim` removed (size 1 with keepdim); i64",
         &[X, req("dim", Kind::Int), opt("keepdim", Kind::Bool, D::Bool(false))],
         |c, a| {
             let x = c.float_tensor("x", a.tensor("x")?)?;

@@ -13,6 +13,7 @@ use crate::tensor::DType;
 pub static ALL: &[LayerType] = &[
     LayerType {
         name: "Conv2d",
+        shapes: "[N, C_in, H, W] → [N, C_out, H_out, W_out]",
         params: &[
             req("in_channels", Kind::Int),
             req("out_channels", Kind::Int),
@@ -29,6 +30,7 @@ pub static ALL: &[LayerType] = &[
     },
     LayerType {
         name: "Linear",
+        shapes: "[…, in] → […, out]",
         params: &[
             req("in_features", Kind::Int),
             req("out_features", Kind::Int),
@@ -40,6 +42,7 @@ pub static ALL: &[LayerType] = &[
     },
     LayerType {
         name: "BatchNorm2d",
+        shapes: "[N, C, H, W] → same",
         params: &[
             req("num_features", Kind::Int),
             opt("eps", Kind::Float, D::Float(1e-5)),
@@ -53,6 +56,7 @@ pub static ALL: &[LayerType] = &[
     },
     LayerType {
         name: "Dropout",
+        shapes: "any → same",
         params: &[opt("p", Kind::Float, D::Float(0.5))],
         declare: |_, a, _, _| Ok(Box::new(DropoutLayer { p: a.float("p")? })),
         summary: "zeroes elements with probability p while training",
@@ -60,6 +64,7 @@ pub static ALL: &[LayerType] = &[
     },
     LayerType {
         name: "MaxPool2d",
+        shapes: "[N, C, H, W] → [N, C, H_out, W_out]",
         params: &[
             req("kernel", Kind::Pair),
             opt("stride", Kind::Pair, D::SameAs("kernel")),
@@ -73,6 +78,7 @@ pub static ALL: &[LayerType] = &[
     },
     LayerType {
         name: "AvgPool2d",
+        shapes: "[N, C, H, W] → [N, C, H_out, W_out]",
         params: &[
             req("kernel", Kind::Pair),
             opt("stride", Kind::Pair, D::SameAs("kernel")),

@@ -12,6 +12,7 @@ use crate::tensor::DType;
 pub static ALL: &[Function] = &[
     Function {
         name: "cross_entropy",
+        shapes: "logits [N, C, …], target i64 [N, …] → scalar",
         params: &[
             req("logits", Kind::Tensor),
             req("target", Kind::Tensor),
@@ -27,6 +28,7 @@ pub static ALL: &[Function] = &[
     },
     Function {
         name: "nll_loss",
+        shapes: "log_probs [N, C, …], target i64 [N, …] → scalar",
         params: &[req("log_probs", Kind::Tensor), req("target", Kind::Tensor)],
         build: |c, a| {
             let logp = c.float_tensor("log_probs", a.tensor("log_probs")?)?;
@@ -37,6 +39,7 @@ pub static ALL: &[Function] = &[
     },
     Function {
         name: "mse_loss",
+        shapes: "input and target of one shape → scalar",
         params: &[req("input", Kind::Tensor), req("target", Kind::Tensor)],
         build: |c, a| {
             let (x, y) = (
@@ -52,6 +55,7 @@ pub static ALL: &[Function] = &[
     },
     Function {
         name: "binary_cross_entropy_with_logits",
+        shapes: "logits and target of one shape → scalar",
         params: &[req("logits", Kind::Tensor), req("target", Kind::Tensor)],
         build: |c, a| {
             let (x, y) = (

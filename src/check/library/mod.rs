@@ -152,6 +152,8 @@ pub const SEED_INPUT: &str = "dropout.seed";
 /// A function of tensors (`relu`, `softmax`, `flatten`, ...).
 pub struct Function {
     pub name: &'static str,
+    /// Operand shapes to result shape, for the documentation.
+    pub shapes: &'static str,
     pub params: &'static [Param],
     pub build: fn(&mut Ctx, &Args) -> LibResult<Value>,
     pub summary: &'static str,
@@ -169,6 +171,8 @@ pub type DeclareLayer = fn(&mut Ctx, &Args, &str, &Span) -> LibResult<Box<dyn La
 
 pub struct LayerType {
     pub name: &'static str,
+    /// Input shape to output shape, for the documentation.
+    pub shapes: &'static str,
     pub params: &'static [Param],
     /// Creates the layer's parameters under `prefix` (`conv1`, `res1.a`).
     pub declare: DeclareLayer,
@@ -239,21 +243,28 @@ pub fn reference_markdown() -> String {
             .collect::<Vec<_>>()
             .join(", ")
     }
-    /// One table; a row is (name, parameters, summary, PyTorch equivalent).
-    fn table<'a>(kind: &str, rows: impl Iterator<Item = (&'a str, &'a [Param], &'a str, &'a str)>) -> String {
-        let mut out = format!("| {kind} | arguments (defaults) | computes | PyTorch |\n|---|---|---|---|\n");
-        for (name, params, summary, torch) in rows {
-            out += &format!("| `{name}` | `{}` | {summary} | `{torch}` |\n", signature(params));
+    /// One table; a row is (name, parameters, shapes, summary, PyTorch equivalent).
+    type Row<'a> = (&'a str, &'a [Param], &'a str, &'a str, &'a str);
+    fn table<'a>(kind: &str, rows: impl Iterator<Item = Row<'a>>) -> String {
+        let mut out =
+            format!("| {kind} | arguments (defaults) | shapes | computes | PyTorch |\n|---|---|---|---|---|\n");
+        for (name, params, shapes, summary, torch) in rows {
+            out += &format!(
+                "| `{name}` | `{}` | {shapes} | {summary} | `{torch}` |\n",
+                signature(params)
+            );
         }
         out
     }
-    let function_rows = |all: &'static [Function]| all.iter().map(|f| (f.name, f.params, f.summary, f.torch));
+    let function_rows = |all: &'static [Function]| all.iter().map(|f| (f.name, f.params, f.shapes, f.summary, f.torch));
     [
         table("function", function_rows(functions::ALL)),
         table("loss", function_rows(losses::ALL)),
         table(
             "layer",
-            layers::ALL.iter().map(|l| (l.name, l.params, l.summary, l.torch)),
+            layers::ALL
+                .iter()
+                .map(|l| (l.name, l.params, l.shapes, l.summary, l.torch)),
         ),
     ]
     .join("\n")
