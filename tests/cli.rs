@@ -92,6 +92,23 @@ fn mistakes_exit_with_one_and_say_what_is_wrong() {
         "cpu",
     ]);
     assert!(err.contains("bad.npy"), "{err}");
+    // mlp's input is [B, 20]: a wrong fixed axis names the file, the axis and the expected shape.
+    let narrow = dir.join("narrow.npy");
+    netc::io::write_npy(&narrow, &netc::tensor::Tensor::f32(vec![2, 19], vec![0.0; 38])).unwrap();
+    let err = fails(&[
+        "eval",
+        &example("mlp"),
+        "--input",
+        &format!("x={}", narrow.display()),
+        "--output",
+        dir.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert!(
+        err.contains("narrow.npy") && err.contains("axis 1 is 19, expected 20") && err.contains("[B, 20]"),
+        "{err}"
+    );
     let err = fails(&[
         "eval",
         &example("mlp"),

@@ -186,12 +186,8 @@ impl Simulated {
                 if decoupled {
                     self.w = self.w.iter().map(|w| w * (1.0 - lr * weight_decay)).collect();
                 }
-                for i in 0..self.w.len() {
-                    let d = if decoupled {
-                        g[i]
-                    } else {
-                        g[i] + weight_decay * self.w[i]
-                    };
+                for (i, &gi) in g.iter().enumerate() {
+                    let d = if decoupled { gi } else { gi + weight_decay * self.w[i] };
                     self.m[i] = b1 * self.m[i] + (1.0 - b1) * d;
                     self.v[i] = b2 * self.v[i] + (1.0 - b2) * d * d;
                     let (bc1, bc2) = (1.0 - b1.powi(self.t), 1.0 - b2.powi(self.t));

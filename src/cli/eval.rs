@@ -88,6 +88,11 @@ pub fn read_inputs(
                 "save class indices as int64"
             }));
         }
+        check_fixed_axes(graph, wanted[pos], &t).map_err(|msg| {
+            CliError::new(format!("`{}`: {msg}", path.display())).hint(
+                "`netc check` prints every input's shape; an axis written as a name (like `B`) takes the array's size",
+            )
+        })?;
         out.push((wanted[pos], t));
     }
     let missing: Vec<&String> = names
@@ -101,6 +106,33 @@ pub fn read_inputs(
         return Err(CliError::new(format!("missing {}", list.join(", "))));
     }
     Ok(out)
+}
+
+/// What one file alone can get wrong: its rank, an empty axis, or a size the
+/// model fixes. Symbolic sizes are checked across inputs by `infer_sizes`.
+fn check_fixed_axes(graph: &Graph, id: NodeId, t: &Tensor) -> Result<(), String> {
+    let ty = graph.ty(id);
+    let name = &graph.node(id).origin.name;
+    let expected = crate::ir::fmt_shape(&ty.shape);
+    if t.shape.len() != ty.rank() {
+        return Err(format!(
+            "{name} should have shape {expected}, but the array has {} axes {:?}",
+            t.shape.len(),
+            t.shape
+        ));
+    }
+    if t.shape.contains(&0) {
+        return Err(format!("{name} is empty (shape {:?})", t.shape));
+    }
+    for (axis, (d, &n)) in ty.shape.iter().zip(&t.shape).enumerate() {
+        if let Some(v) = d.as_const().filter(|&v| v != n as i64) {
+            return Err(format!(
+                "{name} should have shape {expected}, but the array is {:?}: axis {axis} is {n}, expected {v}",
+                t.shape
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The weights to use: the file (checked against the model) or fresh ones.
