@@ -687,37 +687,10 @@ fn math_builtins_match_rust() {
         ("min(a, b)".into(), |a, b| a.min(b)),
         ("max(a, b)".into(), |a, b| a.max(b)),
     ];
-    let body: String = cases
-        .iter()
-        .enumerate()
-        .map(|(i, (e, _))| format!("    o[{i}] = {e};\n"))
-        .collect();
-    let src = format!(
-        "extern \"C\" __global__ void math_f32(float* out, const float* x, int n) {{\n    \
-         int i = blockIdx.x * blockDim.x + threadIdx.x;\n    if (i >= n) return;\n    \
-         float a = x[i], b = a - 1.5f;\n    float* o = out + (long long)i * {};\n{body}}}\n",
-        cases.len()
-    );
-    let m = compile(
-        &src,
-        &[sig(
-            "math_f32",
-            vec![ptr(CType::F32), cptr(CType::F32), scalar(CType::I32)],
-            false,
-        )],
-    );
     let n = 1000;
     let x: Vec<f32> = values(n, 7).iter().map(|v| 1.55 + 1.5 * v).collect();
-    let mut y = vec![f32::NAN; n * cases.len()];
-    unsafe {
-        m.launch(
-            0,
-            [4, 1, 1],
-            [256, 1, 1],
-            &[out(&mut y), inp(&x), HostArg::I32(n as i32)],
-        )
-    }
-    .unwrap();
+    let exprs: Vec<&str> = cases.iter().map(|(e, _)| e.as_str()).collect();
+    let y = run_math_cases(CType::F32, &exprs, &x, f32::NAN);
     for (i, &a) in x.iter().enumerate() {
         for (c, (expr, f)) in cases.iter().enumerate() {
             let (got, want) = (y[i * cases.len() + c], f(a, a - 1.5));
@@ -758,37 +731,10 @@ fn double_math_builtins_match_rust() {
         ("min(a, b)", |a, b| a.min(b)),
         ("max(a, b)", |a, b| a.max(b)),
     ];
-    let body: String = cases
-        .iter()
-        .enumerate()
-        .map(|(i, (e, _))| format!("    o[{i}] = {e};\n"))
-        .collect();
-    let src = format!(
-        "extern \"C\" __global__ void math_f64(double* out, const double* x, int n) {{\n    \
-         int i = blockIdx.x * blockDim.x + threadIdx.x;\n    if (i >= n) return;\n    \
-         double a = x[i], b = a - 1.5;\n    double* o = out + (long long)i * {};\n{body}}}\n",
-        cases.len()
-    );
-    let m = compile(
-        &src,
-        &[sig(
-            "math_f64",
-            vec![ptr(CType::F64), cptr(CType::F64), scalar(CType::I32)],
-            false,
-        )],
-    );
     let n = 500;
     let x: Vec<f64> = values(n, 8).iter().map(|&v| 1.55 + 1.5 * f64::from(v)).collect();
-    let mut y = vec![f64::NAN; n * cases.len()];
-    unsafe {
-        m.launch(
-            0,
-            [2, 1, 1],
-            [256, 1, 1],
-            &[out(&mut y), inp(&x), HostArg::I32(n as i32)],
-        )
-    }
-    .unwrap();
+    let exprs: Vec<&str> = cases.iter().map(|(e, _)| *e).collect();
+    let y = run_math_cases(CType::F64, &exprs, &x, f64::NAN);
     for (i, &a) in x.iter().enumerate() {
         for (c, (expr, f)) in cases.iter().enumerate() {
             let (got, want) = (y[i * cases.len() + c], f(a, a - 1.5));
@@ -798,6 +744,47 @@ fn double_math_builtins_match_rust() {
             );
         }
     }
+}
+
+/// Evaluates each C expression of `a = x[i]` and `b = a - 1.5` in one
+/// kernel of the given element type; output `i * exprs.len() + c` is
+/// expression `c` at `x[i]`. `fill` marks outputs the kernel never wrote.
+fn run_math_cases<T: Copy>(ty: CType, exprs: &[&str], x: &[T], fill: T) -> Vec<T> {
+    let (c_type, one_and_half) = match ty {
+        CType::F32 => ("float", "1.5f"),
+        _ => ("double", "1.5"),
+    };
+    let body: String = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| format!("    o[{i}] = {e};\n"))
+        .collect();
+    let src = format!(
+        "extern \"C\" __global__ void math_{c_type}({c_type}* out, const {c_type}* x, int n) {{\n    \
+         int i = blockIdx.x * blockDim.x + threadIdx.x;\n    if (i >= n) return;\n    \
+         {c_type} a = x[i], b = a - {one_and_half};\n    {c_type}* o = out + (long long)i * {};\n{body}}}\n",
+        exprs.len()
+    );
+    let m = compile(
+        &src,
+        &[sig(
+            &format!("math_{c_type}"),
+            vec![ptr(ty), cptr(ty), scalar(CType::I32)],
+            false,
+        )],
+    );
+    let mut y = vec![fill; x.len() * exprs.len()];
+    let blocks = x.len().div_ceil(256) as u32;
+    unsafe {
+        m.launch(
+            0,
+            [blocks, 1, 1],
+            [256, 1, 1],
+            &[out(&mut y), inp(x), HostArg::I32(x.len() as i32)],
+        )
+    }
+    .unwrap();
+    y
 }
 
 /// erf by its Taylor series, exact to ~1e-14 for |x| ≤ 3 (Rust has no erf).

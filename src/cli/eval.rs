@@ -5,7 +5,7 @@ use super::load::load;
 use super::{CliError, CliResult};
 use crate::check::Mode;
 use crate::diag::did_you_mean;
-use crate::exec::bind::{check_weights, infer_sizes, initial_params, write_bound};
+use crate::exec::bind::{check_input_shape, check_weights, infer_sizes, initial_params, write_bound};
 use crate::exec::{DeviceChoice, Executable, Options};
 use crate::ir::{Graph, NodeId};
 use crate::ops::Op;
@@ -88,7 +88,7 @@ pub fn read_inputs(
                 "save class indices as int64"
             }));
         }
-        check_fixed_axes(graph, wanted[pos], &t).map_err(|msg| {
+        check_input_shape(graph, wanted[pos], &t).map_err(|msg| {
             CliError::new(format!("`{}`: {msg}", path.display())).hint(
                 "`netc check` prints every input's shape; an axis written as a name (like `B`) takes the array's size",
             )
@@ -106,33 +106,6 @@ pub fn read_inputs(
         return Err(CliError::new(format!("missing {}", list.join(", "))));
     }
     Ok(out)
-}
-
-/// What one file alone can get wrong: its rank, an empty axis, or a size the
-/// model fixes. Symbolic sizes are checked across inputs by `infer_sizes`.
-fn check_fixed_axes(graph: &Graph, id: NodeId, t: &Tensor) -> Result<(), String> {
-    let ty = graph.ty(id);
-    let name = &graph.node(id).origin.name;
-    let expected = crate::ir::fmt_shape(&ty.shape);
-    if t.shape.len() != ty.rank() {
-        return Err(format!(
-            "{name} should have shape {expected}, but the array has {} axes {:?}",
-            t.shape.len(),
-            t.shape
-        ));
-    }
-    if t.shape.contains(&0) {
-        return Err(format!("{name} is empty (shape {:?})", t.shape));
-    }
-    for (axis, (d, &n)) in ty.shape.iter().zip(&t.shape).enumerate() {
-        if let Some(v) = d.as_const().filter(|&v| v != n as i64) {
-            return Err(format!(
-                "{name} should have shape {expected}, but the array is {:?}: axis {axis} is {n}, expected {v}",
-                t.shape
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// The weights to use: the file (checked against the model) or fresh ones.

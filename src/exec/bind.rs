@@ -17,17 +17,7 @@ pub fn infer_sizes(graph: &Graph, inputs: &[(NodeId, &Tensor)]) -> Result<HashMa
     for &(id, t) in inputs {
         let ty = graph.ty(id);
         let name = &graph.node(id).origin.name;
-        if t.shape.len() != ty.rank() {
-            return Err(format!(
-                "input `{name}` should have shape {}, but the data has {} axes {:?}",
-                fmt_shape(&ty.shape),
-                t.shape.len(),
-                t.shape
-            ));
-        }
-        if t.shape.contains(&0) {
-            return Err(format!("input `{name}` is empty (shape {:?})", t.shape));
-        }
+        check_input_shape(graph, id, t)?;
         for (d, &n) in ty.shape.iter().zip(&t.shape) {
             let syms: Vec<&str> = d.symbols().collect();
             if syms.len() == 1 && *d == crate::ir::Dim::sym(syms[0]) {
@@ -67,6 +57,34 @@ pub fn infer_sizes(graph: &Graph, inputs: &[(NodeId, &Tensor)]) -> Result<HashMa
         }
     }
     Ok(sizes)
+}
+
+/// What one tensor alone can get wrong for an input: its rank, an empty
+/// axis, or a size the model fixes. Symbolic sizes need every input, so
+/// `infer_sizes` checks those.
+pub fn check_input_shape(graph: &Graph, id: NodeId, t: &Tensor) -> Result<(), String> {
+    let ty = graph.ty(id);
+    let name = &graph.node(id).origin.name;
+    let expected = fmt_shape(&ty.shape);
+    if t.shape.len() != ty.rank() {
+        return Err(format!(
+            "input `{name}` should have shape {expected}, but the data has {} axes {:?}",
+            t.shape.len(),
+            t.shape
+        ));
+    }
+    if t.shape.contains(&0) {
+        return Err(format!("input `{name}` is empty (shape {:?})", t.shape));
+    }
+    for (axis, (d, &n)) in ty.shape.iter().zip(&t.shape).enumerate() {
+        if let Some(v) = d.as_const().filter(|&v| v != n as i64) {
+            return Err(format!(
+                "input `{name}` should have shape {expected} but the data is {:?}: axis {axis} is {n}, expected {v}",
+                t.shape
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Parameters and buffers of a graph by name, with their nodes.
